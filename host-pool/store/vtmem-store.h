@@ -1,0 +1,119 @@
+/*
+ * vtmem page store: one VM's swapped-out pages, compressed, in host RAM.
+ *
+ * Keyed by swap slot number. Thread-safe: any function may be called from
+ * several threads at once (several device queues) on the same store.
+ * Nothing here aborts on bad input: every function reports a defined
+ * vtmem_status.
+ */
+#ifndef VTMEM_STORE_H
+#define VTMEM_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define VTMEM_STORE_PAGE_SIZE 4096
+
+typedef enum vtmem_status {
+    VTMEM_OK = 0,
+    VTMEM_ERR_NOSPACE = -1,  /* put refused: would exceed the limit */
+    VTMEM_ERR_NOENT = -2,    /* slot holds nothing */
+    VTMEM_ERR_RANGE = -3,    /* slot (or range) beyond nr_slots */
+    VTMEM_ERR_INVAL = -4,    /* NULL pointer or other bad argument */
+    VTMEM_ERR_NOMEM = -5,    /* the host could not allocate memory */
+} vtmem_status;
+
+typedef struct VtmemStore VtmemStore;
+
+typedef struct VtmemStoreStats {
+    uint64_t stored_pages;       /* slots holding data, any kind */
+    uint64_t same_filled_pages;  /* of those: kept as one word, no allocation */
+    uint64_t raw_pages;          /* of those: stored uncompressed */
+    uint64_t compressed_bytes;   /* payload bytes of compressed objects */
+    uint64_t raw_bytes;          /* payload bytes of raw objects */
+    uint64_t memory_held;        /* allocator pages + metadata: what limit caps */
+    uint64_t metadata_bytes;     /* of memory_held: slot tables, headers */
+    uint64_t limit;              /* current limit in bytes */
+    uint64_t puts;               /* successful puts */
+    uint64_t gets;               /* successful gets */
+    uint64_t invalidations;      /* slots dropped by invalidate/range */
+    uint64_t refusals;           /* puts refused with VTMEM_ERR_NOSPACE */
+    uint64_t compactions;        /* vtmem_store_compact calls */
+    uint64_t compacted_objects;  /* objects moved by compaction */
+    uint64_t compacted_bytes;    /* bytes of memory returned by compaction */
+} VtmemStoreStats;
+
+/*
+ * nr_slots: valid slots are 0 .. nr_slots - 1 (at most 2^32).
+ * limit: bytes of memory_held allowed; UINT64_MAX for none.
+ * Returns NULL only if nr_slots is 0 or too large, or on allocation failure.
+ */
+VtmemStore *vtmem_store_new(uint64_t nr_slots, uint64_t limit);
+void vtmem_store_free(VtmemStore *store);  /* NULL is fine */
+
+uint64_t vtmem_store_nr_slots(const VtmemStore *store);
+
+/*
+ * Store a copy of the VTMEM_STORE_PAGE_SIZE bytes at page into slot,
+ * replacing what the slot held. On VTMEM_ERR_NOSPACE the slot is left
+ * EMPTY (never holds an older copy afterwards) and all else is unchanged.
+ * On RANGE/INVAL nothing changes at all.
+ */
+vtmem_status vtmem_store_put(VtmemStore *store, uint64_t slot, const void *page);
+
+/* Copy the page held in slot into buf (VTMEM_STORE_PAGE_SIZE bytes). */
+vtmem_status vtmem_store_get(VtmemStore *store, uint64_t slot, void *buf);
+
+/* Drop slot. VTMEM_ERR_NOENT if it held nothing. */
+vtmem_status vtmem_store_invalidate(VtmemStore *store, uint64_t slot);
+
+/*
+ * Drop slots first .. first + count - 1 (empty ones are skipped).
+ * VTMEM_ERR_RANGE (and nothing dropped) if the range leaves 0 .. nr_slots.
+ * *dropped (may be NULL) receives the number of slots that held data.
+ */
+vtmem_status vtmem_store_invalidate_range(VtmemStore *store, uint64_t first,
+                                          uint64_t count, uint64_t *dropped);
+
+/* Drop everything (device reset). */
+void vtmem_store_invalidate_all(VtmemStore *store);
+
+/*
+ * Call fn for every slot holding data, in increasing slot order, with the
+ * decompressed page (valid during the call only). Stops early and returns
+ * fn's value if fn returns non-zero; else returns 0. fn must not call back
+ * into the store; the store is locked against writers meanwhile only per
+ * slot, so concurrent puts may or may not be seen.
+ */
+typedef int (*VtmemStoreIterFn)(uint64_t slot, const void *page, void *opaque);
+int vtmem_store_iterate(VtmemStore *store, VtmemStoreIterFn fn, void *opaque);
+
+/*
+ * Move objects out of sparsely used allocator pages and release the
+ * emptied ones. Returns the bytes of memory released.
+ */
+uint64_t vtmem_store_compact(VtmemStore *store);
+
+/*
+ * Change the limit. Lowering it below memory_held drops nothing: puts
+ * are refused until usage falls below the limit.
+ */
+void vtmem_store_set_limit(VtmemStore *store, uint64_t limit);
+
+void vtmem_store_get_stats(VtmemStore *store, VtmemStoreStats *stats);
+
+/* Cheap: bytes of memory held now (for virtio config space). */
+uint64_t vtmem_store_memory_held(VtmemStore *store);
+
+const char *vtmem_status_str(vtmem_status status);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* VTMEM_STORE_H */
