@@ -9,6 +9,7 @@ pkgs_test="valgrind"
 pkgs_qemu="dpkg-dev libpixman-1-dev libfdt-dev zlib1g-dev python3-venv seabios qemu-system-data ipxe-qemu ccache"
 pkgs_guest="busybox-static cpio kmod"
 pkgs_bench=""
+pkgs_libvirt="libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev tini"
 
 want=""
 for group in "$@"; do
