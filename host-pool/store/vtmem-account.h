@@ -1,0 +1,73 @@
+/*
+ * vtmem memory accounting: what the page store holds, and its limit.
+ *
+ * memory_held counts every byte the store took from the heap, as the heap
+ * charges it (glibc chunk size: request + 8-byte header, rounded to 16), so
+ * the figure matches real memory and not just the sizes we asked for.
+ */
+#ifndef VTMEM_ACCOUNT_H
+#define VTMEM_ACCOUNT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct VtmemAccount {
+    _Atomic uint64_t held;      /* all bytes: allocator pages + metadata */
+    _Atomic uint64_t metadata;  /* of held: tables, headers, heap overhead */
+    _Atomic uint64_t limit;
+} VtmemAccount;
+
+/* Bytes the heap really uses for a request of size bytes. */
+static inline uint64_t vtmem_heap_cost(size_t size)
+{
+    uint64_t chunk = ((uint64_t)size + 8 + 15) & ~(uint64_t)15;
+    return chunk < 32 ? 32 : chunk;
+}
+
+/*
+ * Take bytes (of which meta are metadata) if held stays within the limit.
+ * Lock-free so that reservations from several threads never overshoot.
+ */
+static inline bool vtmem_account_reserve(VtmemAccount *acct, uint64_t bytes,
+                                         uint64_t meta)
+{
+    uint64_t held = atomic_load_explicit(&acct->held, memory_order_relaxed);
+    do {
+        uint64_t limit = atomic_load_explicit(&acct->limit,
+                                              memory_order_relaxed);
+        if (bytes > limit || held > limit - bytes) {
+            return false;
+        }
+    } while (!atomic_compare_exchange_weak_explicit(&acct->held, &held,
+                                                    held + bytes,
+                                                    memory_order_relaxed,
+                                                    memory_order_relaxed));
+    atomic_fetch_add_explicit(&acct->metadata, meta, memory_order_relaxed);
+    return true;
+}
+
+/* Take bytes regardless of the limit (fixed costs at creation). */
+static inline void vtmem_account_charge(VtmemAccount *acct, uint64_t bytes,
+                                        uint64_t meta)
+{
+    atomic_fetch_add_explicit(&acct->held, bytes, memory_order_relaxed);
+    atomic_fetch_add_explicit(&acct->metadata, meta, memory_order_relaxed);
+}
+
+static inline void vtmem_account_release(VtmemAccount *acct, uint64_t bytes,
+                                         uint64_t meta)
+{
+    atomic_fetch_sub_explicit(&acct->held, bytes, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&acct->metadata, meta, memory_order_relaxed);
+}
+
+/* True if held already exceeds the limit: puts are refused then. */
+static inline bool vtmem_account_over(VtmemAccount *acct)
+{
+    return atomic_load_explicit(&acct->held, memory_order_relaxed) >
+           atomic_load_explicit(&acct->limit, memory_order_relaxed);
+}
+
+#endif /* VTMEM_ACCOUNT_H */

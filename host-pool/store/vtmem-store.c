@@ -1,0 +1,540 @@
+/*
+ * vtmem page store: slot table, put/get/invalidate, iteration, stats.
+ *
+ * Slot table: two levels. A directory of chunk pointers, one chunk per 512
+ * slots, allocated on first put and freed when its last slot empties. A
+ * chunk holds one 64-bit entry per slot plus a 2-bit type per slot kept
+ * aside, so that a same-filled page can keep its whole 64-bit word in the
+ * entry. Object entries pack {exact length: 13 bits, zpool handle: 42 bits}.
+ *
+ * Locking: a slot is guarded by the stripe lock of its chunk (128 stripes,
+ * chunk index hashed so that neighbouring ranges do not collide in step).
+ * Lock order: stripe -> size class (zpool) -> zpool id lock. Compression and
+ * decompression happen outside zpool locks; decompression under the stripe
+ * lock only, which is enough because an object only moves or dies under the
+ * stripe lock of the slot that owns it. Counters live in the stripes (no
+ * shared atomics on the hot path); memory accounting is one atomic counter
+ * touched only when memory is taken or given back.
+ */
+#define _GNU_SOURCE  /* malloc_trim */
+#include "vtmem-store.h"
+
+#include <glib.h>
+#include <lz4.h>
+#include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
+#include "vtmem-account.h"
+#include "vtmem-page.h"
+#include "vtmem-zpool.h"
+
+#define PAGE VTMEM_STORE_PAGE_SIZE
+/*
+ * Pages that do not compress to 3/4 page or less are kept raw: the saving
+ * would be under 1/4 page while every get would still pay a decompression,
+ * and compression stops early (output buffer full) on such pages. zsmalloc
+ * treats objects this large as "huge" for similar reasons.
+ */
+#define COMPRESSED_MAX (PAGE * 3 / 4)
+#define CHUNK_SHIFT 9
+#define CHUNK_SLOTS (1u << CHUNK_SHIFT)
+#define STRIPE_BITS 7
+#define NR_STRIPES (1u << STRIPE_BITS)
+#define LEN_BITS 13
+#define LEN_MASK ((1u << LEN_BITS) - 1)
+#define MAX_SLOTS (UINT64_C(1) << 32)
+
+enum { SLOT_EMPTY = 0, SLOT_SAME = 1, SLOT_OBJECT = 2 };
+
+typedef struct SlotChunk {
+    uint64_t entry[CHUNK_SLOTS];     /* word, or length | handle << 13 */
+    uint8_t type[CHUNK_SLOTS / 4];   /* 2 bits per slot */
+    uint32_t used;                   /* non-empty slots */
+} SlotChunk;
+
+typedef struct Stripe {
+    GMutex lock;
+    uint64_t stored, same, raw, compressed_bytes, raw_bytes;
+    uint64_t puts, gets, invalidations, refusals;
+    char pad[128 - sizeof(GMutex) - 9 * sizeof(uint64_t)];
+} Stripe;
+
+_Static_assert(sizeof(Stripe) == 128, "stripes fill two cache lines");
+
+struct VtmemStore {
+    uint64_t nr_slots;
+    uint64_t nr_chunks;
+    SlotChunk **chunks;
+    Stripe *stripes;
+    VtmemZpool *zpool;
+    VtmemAccount acct;
+    uint64_t self_cost;
+    GMutex compact_lock;  /* serialises compactions and guards the below */
+    uint64_t compactions, compacted_objects, compacted_bytes;
+};
+
+/* One LZ4 state per thread: saves a 16 KiB stack frame per put. */
+static _Thread_local LZ4_stream_t lz4_state;
+
+static inline unsigned slot_type(const SlotChunk *c, unsigned i)
+{
+    return (c->type[i >> 2] >> ((i & 3) * 2)) & 3;
+}
+
+static inline void set_slot_type(SlotChunk *c, unsigned i, unsigned type)
+{
+    unsigned shift = (i & 3) * 2;
+    c->type[i >> 2] = (uint8_t)((c->type[i >> 2] & ~(3u << shift)) |
+                                (type << shift));
+}
+
+static inline Stripe *stripe_of(VtmemStore *store, uint64_t chunk)
+{
+    /* Fibonacci hashing: consecutive chunks land on unrelated stripes. */
+    return &store->stripes[(chunk * UINT64_C(0x9E3779B97F4A7C15)) >>
+                           (64 - STRIPE_BITS)];
+}
+
+static uint64_t chunk_cost(void)
+{
+    return vtmem_heap_cost(sizeof(SlotChunk));
+}
+
+VtmemStore *vtmem_store_new(uint64_t nr_slots, uint64_t limit)
+{
+    if (nr_slots == 0 || nr_slots > MAX_SLOTS) {
+        return NULL;
+    }
+    VtmemStore *store = g_try_new0(VtmemStore, 1);
+    if (!store) {
+        return NULL;
+    }
+    store->nr_slots = nr_slots;
+    store->nr_chunks = (nr_slots + CHUNK_SLOTS - 1) / CHUNK_SLOTS;
+    store->chunks = g_try_new0(SlotChunk *, store->nr_chunks);
+    store->stripes = g_aligned_alloc0(NR_STRIPES, sizeof(Stripe), 64);
+    atomic_init(&store->acct.held, 0);
+    atomic_init(&store->acct.metadata, 0);
+    atomic_init(&store->acct.limit, limit);
+    store->zpool = vtmem_zpool_new(nr_slots, &store->acct);
+    if (!store->chunks || !store->stripes || !store->zpool) {
+        vtmem_zpool_destroy(store->zpool);
+        g_aligned_free(store->stripes);
+        g_free(store->chunks);
+        g_free(store);
+        return NULL;
+    }
+    for (unsigned i = 0; i < NR_STRIPES; i++) {
+        g_mutex_init(&store->stripes[i].lock);
+    }
+    g_mutex_init(&store->compact_lock);
+    store->self_cost = vtmem_heap_cost(sizeof(VtmemStore)) +
+        vtmem_heap_cost(store->nr_chunks * sizeof(SlotChunk *)) +
+        vtmem_heap_cost(NR_STRIPES * sizeof(Stripe) + 64);
+    vtmem_account_charge(&store->acct, store->self_cost, store->self_cost);
+    return store;
+}
+
+void vtmem_store_free(VtmemStore *store)
+{
+    if (!store) {
+        return;
+    }
+    vtmem_store_invalidate_all(store);
+    vtmem_zpool_destroy(store->zpool);
+    for (unsigned i = 0; i < NR_STRIPES; i++) {
+        g_mutex_clear(&store->stripes[i].lock);
+    }
+    g_mutex_clear(&store->compact_lock);
+    g_aligned_free(store->stripes);
+    g_free(store->chunks);
+    g_free(store);
+}
+
+uint64_t vtmem_store_nr_slots(const VtmemStore *store)
+{
+    return store ? store->nr_slots : 0;
+}
+
+/* Empty slot i of chunk (stripe s locked). False if it held nothing. */
+static bool slot_drop(VtmemStore *store, Stripe *s, SlotChunk *c, unsigned i)
+{
+    unsigned type = slot_type(c, i);
+
+    if (type == SLOT_EMPTY) {
+        return false;
+    }
+    if (type == SLOT_SAME) {
+        s->same--;
+    } else {
+        size_t len = c->entry[i] & LEN_MASK;
+        vtmem_zpool_free(store->zpool, c->entry[i] >> LEN_BITS, len);
+        if (len == PAGE) {
+            s->raw--;
+            s->raw_bytes -= len;
+        } else {
+            s->compressed_bytes -= len;
+        }
+    }
+    set_slot_type(c, i, SLOT_EMPTY);
+    c->entry[i] = 0;
+    c->used--;
+    s->stored--;
+    return true;
+}
+
+/* Free chunk ci if it holds nothing (its stripe locked). */
+static void chunk_release_if_empty(VtmemStore *store, uint64_t ci)
+{
+    SlotChunk *c = store->chunks[ci];
+
+    if (c && c->used == 0) {
+        store->chunks[ci] = NULL;
+        g_free(c);
+        vtmem_account_release(&store->acct, chunk_cost(), chunk_cost());
+    }
+}
+
+vtmem_status vtmem_store_put(VtmemStore *store, uint64_t slot, const void *page)
+{
+    unsigned char packed[COMPRESSED_MAX];
+    const void *src = NULL;
+    uint64_t word = 0;
+    size_t len = 0;
+    bool same;
+
+    if (!store || !page) {
+        return VTMEM_ERR_INVAL;
+    }
+    if (slot >= store->nr_slots) {
+        return VTMEM_ERR_RANGE;
+    }
+    same = vtmem_page_same_filled(page, &word);
+    if (!same) {
+        /* Outside any lock. A full output buffer (0) means: keep it raw. */
+        int n = LZ4_compress_fast_extState(&lz4_state, page, (char *)packed,
+                                           PAGE, COMPRESSED_MAX, 1);
+        if (n > 0) {
+            src = packed;
+            len = (size_t)n;
+        } else {
+            src = page;
+            len = PAGE;
+        }
+    }
+
+    uint64_t ci = slot >> CHUNK_SHIFT;
+    unsigned i = slot & (CHUNK_SLOTS - 1);
+    Stripe *s = stripe_of(store, ci);
+    vtmem_status st = VTMEM_OK;
+    VtmemZhandle handle = 0;
+
+    g_mutex_lock(&s->lock);
+    SlotChunk *c = store->chunks[ci];
+    if (c) {
+        /* Old copy goes first: a refused put must leave the slot empty. */
+        slot_drop(store, s, c, i);
+    } else if (!vtmem_account_reserve(&store->acct, chunk_cost(),
+                                      chunk_cost())) {
+        st = VTMEM_ERR_NOSPACE;
+    } else if (!(c = g_try_new0(SlotChunk, 1))) {
+        vtmem_account_release(&store->acct, chunk_cost(), chunk_cost());
+        st = VTMEM_ERR_NOMEM;
+    } else {
+        store->chunks[ci] = c;
+    }
+    /* Accept only if memory held after the put is within the limit. */
+    if (st == VTMEM_OK && vtmem_account_over(&store->acct)) {
+        st = VTMEM_ERR_NOSPACE;
+    }
+    if (st == VTMEM_OK && !same) {
+        st = vtmem_zpool_alloc(store->zpool, len, &handle);
+    }
+    if (st == VTMEM_OK) {
+        if (same) {
+            c->entry[i] = word;
+            set_slot_type(c, i, SLOT_SAME);
+            s->same++;
+        } else {
+            memcpy(vtmem_zpool_map(store->zpool, handle, len), src, len);
+            c->entry[i] = len | (handle << LEN_BITS);
+            set_slot_type(c, i, SLOT_OBJECT);
+            if (len == PAGE) {
+                s->raw++;
+                s->raw_bytes += len;
+            } else {
+                s->compressed_bytes += len;
+            }
+        }
+        c->used++;
+        s->stored++;
+        s->puts++;
+    } else {
+        if (st == VTMEM_ERR_NOSPACE) {
+            s->refusals++;
+        }
+        if (c) {
+            chunk_release_if_empty(store, ci);
+        }
+    }
+    g_mutex_unlock(&s->lock);
+    return st;
+}
+
+/* Copy out slot i of chunk c into buf (its stripe locked). */
+static vtmem_status slot_read(VtmemStore *store, SlotChunk *c, unsigned i,
+                              void *buf)
+{
+    switch (slot_type(c, i)) {
+    case SLOT_SAME:
+        vtmem_page_fill(buf, c->entry[i]);
+        return VTMEM_OK;
+    case SLOT_OBJECT: {
+        size_t len = c->entry[i] & LEN_MASK;
+        const char *obj = vtmem_zpool_map(store->zpool,
+                                          c->entry[i] >> LEN_BITS, len);
+        if (len == PAGE) {
+            memcpy(buf, obj, PAGE);
+            return VTMEM_OK;
+        }
+        /* A short result would mean a corrupted object: report, not abort. */
+        return LZ4_decompress_safe(obj, buf, (int)len, PAGE) == PAGE
+               ? VTMEM_OK : VTMEM_ERR_INVAL;
+    }
+    default:
+        return VTMEM_ERR_NOENT;
+    }
+}
+
+vtmem_status vtmem_store_get(VtmemStore *store, uint64_t slot, void *buf)
+{
+    if (!store || !buf) {
+        return VTMEM_ERR_INVAL;
+    }
+    if (slot >= store->nr_slots) {
+        return VTMEM_ERR_RANGE;
+    }
+    uint64_t ci = slot >> CHUNK_SHIFT;
+    Stripe *s = stripe_of(store, ci);
+    vtmem_status st = VTMEM_ERR_NOENT;
+
+    g_mutex_lock(&s->lock);
+    SlotChunk *c = store->chunks[ci];
+    if (c) {
+        st = slot_read(store, c, slot & (CHUNK_SLOTS - 1), buf);
+    }
+    if (st == VTMEM_OK) {
+        s->gets++;
+    }
+    g_mutex_unlock(&s->lock);
+    return st;
+}
+
+vtmem_status vtmem_store_invalidate(VtmemStore *store, uint64_t slot)
+{
+    if (!store) {
+        return VTMEM_ERR_INVAL;
+    }
+    if (slot >= store->nr_slots) {
+        return VTMEM_ERR_RANGE;
+    }
+    uint64_t ci = slot >> CHUNK_SHIFT;
+    Stripe *s = stripe_of(store, ci);
+    vtmem_status st = VTMEM_ERR_NOENT;
+
+    g_mutex_lock(&s->lock);
+    SlotChunk *c = store->chunks[ci];
+    if (c && slot_drop(store, s, c, slot & (CHUNK_SLOTS - 1))) {
+        s->invalidations++;
+        chunk_release_if_empty(store, ci);
+        st = VTMEM_OK;
+    }
+    g_mutex_unlock(&s->lock);
+    return st;
+}
+
+vtmem_status vtmem_store_invalidate_range(VtmemStore *store, uint64_t first,
+                                          uint64_t count, uint64_t *dropped)
+{
+    uint64_t n = 0;
+
+    if (!store) {
+        return VTMEM_ERR_INVAL;
+    }
+    if (first > store->nr_slots || count > store->nr_slots - first) {
+        return VTMEM_ERR_RANGE;
+    }
+    for (uint64_t slot = first, end = first + count; slot < end;) {
+        uint64_t ci = slot >> CHUNK_SHIFT;
+        uint64_t chunk_end = MIN(end, (ci + 1) << CHUNK_SHIFT);
+        Stripe *s = stripe_of(store, ci);
+
+        g_mutex_lock(&s->lock);
+        SlotChunk *c = store->chunks[ci];
+        for (; c && slot < chunk_end; slot++) {
+            if (slot_drop(store, s, c, slot & (CHUNK_SLOTS - 1))) {
+                s->invalidations++;
+                n++;
+            }
+        }
+        chunk_release_if_empty(store, ci);
+        g_mutex_unlock(&s->lock);
+        slot = chunk_end;
+    }
+    if (dropped) {
+        *dropped = n;
+    }
+    return VTMEM_OK;
+}
+
+void vtmem_store_invalidate_all(VtmemStore *store)
+{
+    if (store) {
+        vtmem_store_invalidate_range(store, 0, store->nr_slots, NULL);
+    }
+}
+
+int vtmem_store_iterate(VtmemStore *store, VtmemStoreIterFn fn, void *opaque)
+{
+    if (!store || !fn) {
+        return VTMEM_ERR_INVAL;
+    }
+    void *page = g_malloc(PAGE);
+    int ret = 0;
+
+    for (uint64_t ci = 0; ci < store->nr_chunks && ret == 0; ci++) {
+        Stripe *s = stripe_of(store, ci);
+        for (unsigned i = 0; i < CHUNK_SLOTS && ret == 0; i++) {
+            uint64_t slot = (ci << CHUNK_SHIFT) | i;
+            vtmem_status st = VTMEM_ERR_NOENT;
+            bool chunk_gone;
+
+            if (slot >= store->nr_slots) {
+                break;
+            }
+            /* Lock per slot: fn runs unlocked and may take its time. */
+            g_mutex_lock(&s->lock);
+            SlotChunk *c = store->chunks[ci];
+            chunk_gone = !c;
+            if (c) {
+                st = slot_read(store, c, i, page);
+            }
+            g_mutex_unlock(&s->lock);
+            if (chunk_gone) {
+                break;
+            }
+            if (st == VTMEM_OK) {
+                ret = fn(slot, page, opaque);
+            }
+        }
+    }
+    g_free(page);
+    return ret;
+}
+
+uint64_t vtmem_store_compact(VtmemStore *store)
+{
+    uint64_t released = 0, moved = 0;
+
+    if (!store) {
+        return 0;
+    }
+    g_mutex_lock(&store->compact_lock);
+    vtmem_zpool_compact_begin(store->zpool);
+    /*
+     * Walk the slot table rather than keep a slot number per object: that
+     * saves 4 bytes per stored page, and a compaction is rare and visits
+     * each stored page once anyway.
+     */
+    for (uint64_t ci = 0; ci < store->nr_chunks; ci++) {
+        Stripe *s = stripe_of(store, ci);
+
+        g_mutex_lock(&s->lock);
+        SlotChunk *c = store->chunks[ci];
+        for (unsigned i = 0; c && i < CHUNK_SLOTS; i++) {
+            if (slot_type(c, i) != SLOT_OBJECT) {
+                continue;
+            }
+            size_t len = c->entry[i] & LEN_MASK;
+            VtmemZhandle h = c->entry[i] >> LEN_BITS;
+            if (vtmem_zpool_compact_move(store->zpool, &h, len, &released)) {
+                c->entry[i] = len | (h << LEN_BITS);
+                moved++;
+            }
+        }
+        g_mutex_unlock(&s->lock);
+    }
+    vtmem_zpool_compact_end(store->zpool);
+#ifdef __GLIBC__
+    /* Freed zspages sit in the heap's free lists: hand them to the OS. */
+    if (released) {
+        malloc_trim(0);
+    }
+#endif
+    store->compactions++;
+    store->compacted_objects += moved;
+    store->compacted_bytes += released;
+    g_mutex_unlock(&store->compact_lock);
+    return released;
+}
+
+void vtmem_store_set_limit(VtmemStore *store, uint64_t limit)
+{
+    if (store) {
+        atomic_store_explicit(&store->acct.limit, limit, memory_order_relaxed);
+    }
+}
+
+void vtmem_store_get_stats(VtmemStore *store, VtmemStoreStats *stats)
+{
+    if (!stats) {
+        return;
+    }
+    memset(stats, 0, sizeof(*stats));
+    if (!store) {
+        return;
+    }
+    for (unsigned i = 0; i < NR_STRIPES; i++) {
+        Stripe *s = &store->stripes[i];
+        g_mutex_lock(&s->lock);
+        stats->stored_pages += s->stored;
+        stats->same_filled_pages += s->same;
+        stats->raw_pages += s->raw;
+        stats->compressed_bytes += s->compressed_bytes;
+        stats->raw_bytes += s->raw_bytes;
+        stats->puts += s->puts;
+        stats->gets += s->gets;
+        stats->invalidations += s->invalidations;
+        stats->refusals += s->refusals;
+        g_mutex_unlock(&s->lock);
+    }
+    stats->memory_held = atomic_load(&store->acct.held);
+    stats->metadata_bytes = atomic_load(&store->acct.metadata);
+    stats->limit = atomic_load(&store->acct.limit);
+    g_mutex_lock(&store->compact_lock);
+    stats->compactions = store->compactions;
+    stats->compacted_objects = store->compacted_objects;
+    stats->compacted_bytes = store->compacted_bytes;
+    g_mutex_unlock(&store->compact_lock);
+}
+
+uint64_t vtmem_store_memory_held(VtmemStore *store)
+{
+    return store ? atomic_load_explicit(&store->acct.held, memory_order_relaxed)
+                 : 0;
+}
+
+const char *vtmem_status_str(vtmem_status status)
+{
+    switch (status) {
+    case VTMEM_OK: return "ok";
+    case VTMEM_ERR_NOSPACE: return "no space (limit reached)";
+    case VTMEM_ERR_NOENT: return "slot holds nothing";
+    case VTMEM_ERR_RANGE: return "slot out of range";
+    case VTMEM_ERR_INVAL: return "invalid argument";
+    case VTMEM_ERR_NOMEM: return "out of memory";
+    }
+    return "unknown status";
+}

@@ -1,0 +1,544 @@
+/*
+ * vtmem zpool: size classes of zspages, object alloc/free, compaction.
+ *
+ * Memory layout of a zspage: one heap block of pages * 4096 bytes of object
+ * slots followed by a 16-byte ZspageHeader, so a zspage costs a single heap
+ * chunk. Free slots are chained through their own first two bytes. Zspages
+ * are named by 32-bit ids in a two-level directory (ids are reused), which
+ * keeps handles small enough to share a 64-bit slot entry with the length.
+ */
+#include "vtmem-zpool.h"
+
+#include <glib.h>
+#include <string.h>
+
+#define PAGE 4096u
+#define STEP 16u                      /* class granularity, as zsmalloc */
+#define MAX_PAGES 4u
+#define COMPRESSED_MAX 3072u          /* larger objects all go to raw class */
+#define NR_STEPS (COMPRESSED_MAX / STEP)
+#define RAW_CLASS_PAGES 4u            /* amortises the header over 4 pages */
+#define DIR_SHIFT 9u                  /* 512 ids per directory segment */
+#define DIR_SEG (1u << DIR_SHIFT)
+#define NO_ID UINT32_MAX
+#define NO_IDX 0xFFFFu
+#define FLAG_EVAC 1u
+
+typedef struct ZspageHeader {
+    uint32_t prev, next;   /* links in the class's partial or evac list */
+    uint16_t free_head;    /* first freed slot, NO_IDX if none */
+    uint16_t inuse;        /* live objects */
+    uint16_t top;          /* slots >= top were never handed out */
+    uint8_t flags;
+    uint8_t pad;
+} ZspageHeader;
+
+typedef struct SizeClass {
+    GMutex lock;
+    uint32_t size;         /* slot size */
+    uint32_t objs;         /* slots per zspage */
+    uint32_t pages;        /* pages per zspage */
+    uint32_t partial_head; /* zspages with free slots (allocation order) */
+    uint32_t partial_tail;
+    uint32_t evac_head;    /* zspages being emptied by compaction */
+    uint64_t zspages;
+    char pad[16];          /* keep classes on separate cache lines */
+} SizeClass;
+
+struct VtmemZpool {
+    VtmemAccount *acct;
+    uint64_t self_cost;
+    GMutex id_lock;
+    uintptr_t **dir;       /* dir[id >> 9][id & 511]: data or free link */
+    uint32_t nr_dir;
+    uint32_t id_next;      /* ids >= id_next were never used */
+    uint32_t id_free;      /* freed ids, chained through the directory */
+    uint32_t max_ids;
+    _Atomic uint64_t zspages;
+    uint32_t nr_classes;
+    uint8_t class_of_step[NR_STEPS + 1]; /* step 1..NR_STEPS -> class */
+    SizeClass classes[];   /* last one is the raw class */
+};
+
+/* Pages per zspage for a slot size: least tail waste, ties to more pages. */
+static void class_shape(uint32_t size, uint32_t *pages, uint32_t *objs)
+{
+    uint32_t best_pages = 1, best_used = 0;
+
+    for (uint32_t p = 1; p <= MAX_PAGES; p++) {
+        uint32_t n = p * PAGE / size;
+        if (n > (1u << VTMEM_ZPOOL_IDX_BITS)) {
+            n = 1u << VTMEM_ZPOOL_IDX_BITS;
+        }
+        /* compare used fractions n*size/(p*PAGE) without division */
+        if ((uint64_t)n * size * best_pages >= (uint64_t)best_used * p) {
+            best_pages = p;
+            best_used = n * size;
+        }
+    }
+    *pages = best_pages;
+    *objs = best_used / size;
+}
+
+/* Slot size after merging neighbouring steps of the same shape. */
+static uint32_t merged_size(uint32_t step)
+{
+    uint32_t pages, objs, p2, o2;
+
+    class_shape(step * STEP, &pages, &objs);
+    while (step < NR_STEPS) {
+        class_shape((step + 1) * STEP, &p2, &o2);
+        if (p2 != pages || o2 != objs) {
+            break;
+        }
+        step++;
+    }
+    return step * STEP;
+}
+
+size_t vtmem_zpool_class_size(size_t size)
+{
+    if (size == 0 || size > VTMEM_ZPOOL_MAX_SIZE) {
+        return 0;
+    }
+    if (size > COMPRESSED_MAX) {
+        return PAGE;
+    }
+    return merged_size((uint32_t)(size + STEP - 1) / STEP);
+}
+
+unsigned vtmem_zpool_class_pages(size_t size)
+{
+    uint32_t pages, objs;
+    size_t slot = vtmem_zpool_class_size(size);
+
+    if (slot == 0) {
+        return 0;
+    }
+    if (slot == PAGE) {
+        return RAW_CLASS_PAGES;
+    }
+    class_shape((uint32_t)slot, &pages, &objs);
+    return pages;
+}
+
+static SizeClass *class_for(VtmemZpool *pool, size_t size)
+{
+    if (size > COMPRESSED_MAX) {
+        return &pool->classes[pool->nr_classes - 1];
+    }
+    return &pool->classes[pool->class_of_step[(size + STEP - 1) / STEP]];
+}
+
+static uint64_t zspage_cost(const SizeClass *cls)
+{
+    return vtmem_heap_cost((size_t)cls->pages * PAGE + sizeof(ZspageHeader));
+}
+
+VtmemZpool *vtmem_zpool_new(uint64_t max_objects, VtmemAccount *acct)
+{
+    uint32_t nr_classes = 0, last_size = 0;
+    uint8_t class_of_step[NR_STEPS + 1];
+    uint32_t sizes[NR_STEPS + 1];
+
+    if (!acct || max_objects == 0) {
+        return NULL;
+    }
+    for (uint32_t step = 1; step <= NR_STEPS; step++) {
+        uint32_t size = merged_size(step);
+        if (size != last_size) {
+            sizes[nr_classes++] = size;
+            last_size = size;
+        }
+        class_of_step[step] = (uint8_t)(nr_classes - 1);
+    }
+    class_of_step[0] = 0;
+    sizes[nr_classes++] = PAGE;  /* raw class */
+
+    size_t self = sizeof(VtmemZpool) + nr_classes * sizeof(SizeClass);
+    VtmemZpool *pool = g_try_malloc0(self);
+    if (!pool) {
+        return NULL;
+    }
+    uint64_t max_ids = max_objects + 64;  /* + a zspage per class, roughly */
+    if (max_ids > UINT32_MAX - 1) {
+        max_ids = UINT32_MAX - 1;
+    }
+    pool->max_ids = (uint32_t)max_ids;
+    pool->nr_dir = (uint32_t)((max_ids + DIR_SEG - 1) / DIR_SEG);
+    pool->dir = g_try_new0(uintptr_t *, pool->nr_dir);
+    if (!pool->dir) {
+        g_free(pool);
+        return NULL;
+    }
+    pool->acct = acct;
+    pool->id_free = NO_ID;
+    pool->nr_classes = nr_classes;
+    memcpy(pool->class_of_step, class_of_step, sizeof(class_of_step));
+    g_mutex_init(&pool->id_lock);
+    for (uint32_t i = 0; i < nr_classes; i++) {
+        SizeClass *cls = &pool->classes[i];
+        g_mutex_init(&cls->lock);
+        cls->size = sizes[i];
+        if (sizes[i] == PAGE) {
+            cls->pages = RAW_CLASS_PAGES;
+            cls->objs = RAW_CLASS_PAGES;
+        } else {
+            class_shape(sizes[i], &cls->pages, &cls->objs);
+        }
+        cls->partial_head = cls->partial_tail = cls->evac_head = NO_ID;
+    }
+    pool->self_cost = vtmem_heap_cost(self) +
+                      vtmem_heap_cost(pool->nr_dir * sizeof(uintptr_t *));
+    vtmem_account_charge(acct, pool->self_cost, pool->self_cost);
+    return pool;
+}
+
+void vtmem_zpool_destroy(VtmemZpool *pool)
+{
+    if (!pool) {
+        return;
+    }
+    uint64_t freed = pool->self_cost, freed_meta = pool->self_cost;
+    for (uint32_t s = 0; s < pool->nr_dir; s++) {
+        if (!pool->dir[s]) {
+            continue;
+        }
+        for (uint32_t i = 0; i < DIR_SEG; i++) {
+            uintptr_t v = pool->dir[s][i];
+            if (v && !(v & 1)) {
+                g_free((void *)v);
+            }
+        }
+        g_free(pool->dir[s]);
+        freed += vtmem_heap_cost(DIR_SEG * sizeof(uintptr_t));
+        freed_meta += vtmem_heap_cost(DIR_SEG * sizeof(uintptr_t));
+    }
+    for (uint32_t i = 0; i < pool->nr_classes; i++) {
+        SizeClass *cls = &pool->classes[i];
+        uint64_t cost = zspage_cost(cls);
+        freed += cls->zspages * cost;
+        freed_meta += cls->zspages * (cost - (uint64_t)cls->pages * PAGE);
+        g_mutex_clear(&cls->lock);
+    }
+    vtmem_account_release(pool->acct, freed, freed_meta);
+    g_mutex_clear(&pool->id_lock);
+    g_free(pool->dir);
+    g_free(pool);
+}
+
+static inline unsigned char *zspage_data(VtmemZpool *pool, uint32_t id)
+{
+    return (unsigned char *)pool->dir[id >> DIR_SHIFT][id & (DIR_SEG - 1)];
+}
+
+static inline ZspageHeader *zspage_header(VtmemZpool *pool, SizeClass *cls,
+                                          uint32_t id)
+{
+    return (ZspageHeader *)(zspage_data(pool, id) + (size_t)cls->pages * PAGE);
+}
+
+/* Directory ids. Called with the class lock held (order: class, id). */
+static vtmem_status id_alloc(VtmemZpool *pool, uint32_t *id)
+{
+    vtmem_status st = VTMEM_OK;
+
+    g_mutex_lock(&pool->id_lock);
+    if (pool->id_free != NO_ID) {
+        *id = pool->id_free;
+        pool->id_free = (uint32_t)(pool->dir[*id >> DIR_SHIFT]
+                                            [*id & (DIR_SEG - 1)] >> 1);
+    } else if (pool->id_next >= pool->max_ids) {
+        st = VTMEM_ERR_NOMEM;
+    } else {
+        uint32_t seg = pool->id_next >> DIR_SHIFT;
+        if (!pool->dir[seg]) {
+            uint64_t cost = vtmem_heap_cost(DIR_SEG * sizeof(uintptr_t));
+            if (!vtmem_account_reserve(pool->acct, cost, cost)) {
+                st = VTMEM_ERR_NOSPACE;
+            } else if (!(pool->dir[seg] = g_try_new0(uintptr_t, DIR_SEG))) {
+                vtmem_account_release(pool->acct, cost, cost);
+                st = VTMEM_ERR_NOMEM;
+            }
+        }
+        if (st == VTMEM_OK) {
+            *id = pool->id_next++;
+        }
+    }
+    g_mutex_unlock(&pool->id_lock);
+    return st;
+}
+
+static void id_free(VtmemZpool *pool, uint32_t id)
+{
+    g_mutex_lock(&pool->id_lock);
+    pool->dir[id >> DIR_SHIFT][id & (DIR_SEG - 1)] =
+        ((uintptr_t)pool->id_free << 1) | 1;
+    pool->id_free = id;
+    g_mutex_unlock(&pool->id_lock);
+}
+
+/* Doubly linked lists of zspage ids; head/tail may be NULL (evac list). */
+static void list_add(VtmemZpool *pool, SizeClass *cls, uint32_t *head,
+                     uint32_t *tail, uint32_t id, bool at_tail)
+{
+    ZspageHeader *h = zspage_header(pool, cls, id);
+
+    if (at_tail && tail && *tail != NO_ID) {
+        h->prev = *tail;
+        h->next = NO_ID;
+        zspage_header(pool, cls, *tail)->next = id;
+        *tail = id;
+        return;
+    }
+    h->prev = NO_ID;
+    h->next = *head;
+    if (*head != NO_ID) {
+        zspage_header(pool, cls, *head)->prev = id;
+    } else if (tail) {
+        *tail = id;
+    }
+    *head = id;
+}
+
+static void list_del(VtmemZpool *pool, SizeClass *cls, uint32_t *head,
+                     uint32_t *tail, uint32_t id)
+{
+    ZspageHeader *h = zspage_header(pool, cls, id);
+
+    if (h->prev != NO_ID) {
+        zspage_header(pool, cls, h->prev)->next = h->next;
+    } else {
+        *head = h->next;
+    }
+    if (h->next != NO_ID) {
+        zspage_header(pool, cls, h->next)->prev = h->prev;
+    } else if (tail) {
+        *tail = h->prev;
+    }
+}
+
+/* New empty zspage, put at the head of the partial list. Class locked. */
+static vtmem_status zspage_create(VtmemZpool *pool, SizeClass *cls,
+                                  uint32_t *id)
+{
+    uint64_t cost = zspage_cost(cls);
+    uint64_t meta = cost - (uint64_t)cls->pages * PAGE;
+    vtmem_status st;
+
+    if (!vtmem_account_reserve(pool->acct, cost, meta)) {
+        return VTMEM_ERR_NOSPACE;
+    }
+    st = id_alloc(pool, id);
+    if (st != VTMEM_OK) {
+        vtmem_account_release(pool->acct, cost, meta);
+        return st;
+    }
+    unsigned char *data = g_try_malloc((size_t)cls->pages * PAGE +
+                                       sizeof(ZspageHeader));
+    if (!data) {
+        id_free(pool, *id);
+        vtmem_account_release(pool->acct, cost, meta);
+        return VTMEM_ERR_NOMEM;
+    }
+    pool->dir[*id >> DIR_SHIFT][*id & (DIR_SEG - 1)] = (uintptr_t)data;
+    ZspageHeader *h = zspage_header(pool, cls, *id);
+    memset(h, 0, sizeof(*h));
+    h->free_head = NO_IDX;
+    list_add(pool, cls, &cls->partial_head, &cls->partial_tail, *id, false);
+    cls->zspages++;
+    atomic_fetch_add_explicit(&pool->zspages, 1, memory_order_relaxed);
+    return VTMEM_OK;
+}
+
+/* Give an empty zspage back to the heap. Class locked, not on any list. */
+static uint64_t zspage_destroy(VtmemZpool *pool, SizeClass *cls, uint32_t id)
+{
+    uint64_t cost = zspage_cost(cls);
+
+    g_free(zspage_data(pool, id));
+    id_free(pool, id);
+    cls->zspages--;
+    atomic_fetch_sub_explicit(&pool->zspages, 1, memory_order_relaxed);
+    vtmem_account_release(pool->acct, cost, cost - (uint64_t)cls->pages * PAGE);
+    return cost;
+}
+
+/* Take a slot from the partial list's head zspage. Class locked. */
+static VtmemZhandle slot_take(VtmemZpool *pool, SizeClass *cls)
+{
+    uint32_t id = cls->partial_head;
+    ZspageHeader *h = zspage_header(pool, cls, id);
+    uint16_t idx;
+
+    if (h->free_head != NO_IDX) {
+        idx = h->free_head;
+        memcpy(&h->free_head, zspage_data(pool, id) + (size_t)idx * cls->size,
+               sizeof(h->free_head));
+    } else {
+        idx = h->top++;
+    }
+    if (++h->inuse == cls->objs) {
+        list_del(pool, cls, &cls->partial_head, &cls->partial_tail, id);
+    }
+    return ((VtmemZhandle)id << VTMEM_ZPOOL_IDX_BITS) | idx;
+}
+
+/* Return a slot; frees the zspage when it empties. Class locked. */
+static uint64_t slot_put(VtmemZpool *pool, SizeClass *cls, VtmemZhandle hd)
+{
+    uint32_t id = (uint32_t)(hd >> VTMEM_ZPOOL_IDX_BITS);
+    uint16_t idx = (uint16_t)(hd & ((1u << VTMEM_ZPOOL_IDX_BITS) - 1));
+    ZspageHeader *h = zspage_header(pool, cls, id);
+    bool was_full = h->inuse == cls->objs;
+    bool evac = h->flags & FLAG_EVAC;
+
+    memcpy(zspage_data(pool, id) + (size_t)idx * cls->size, &h->free_head,
+           sizeof(h->free_head));
+    h->free_head = idx;
+    h->inuse--;
+    if (h->inuse == 0) {
+        if (evac) {
+            list_del(pool, cls, &cls->evac_head, NULL, id);
+        } else if (!was_full) {
+            list_del(pool, cls, &cls->partial_head, &cls->partial_tail, id);
+        }
+        return zspage_destroy(pool, cls, id);
+    }
+    if (was_full && !evac) {
+        /* behind the zspages being filled: keeps those dense */
+        list_add(pool, cls, &cls->partial_head, &cls->partial_tail, id, true);
+    }
+    return 0;
+}
+
+vtmem_status vtmem_zpool_alloc(VtmemZpool *pool, size_t size,
+                               VtmemZhandle *handle)
+{
+    if (!pool || !handle || size == 0 || size > VTMEM_ZPOOL_MAX_SIZE) {
+        return VTMEM_ERR_INVAL;
+    }
+    SizeClass *cls = class_for(pool, size);
+    vtmem_status st = VTMEM_OK;
+    uint32_t id;
+
+    g_mutex_lock(&cls->lock);
+    if (cls->partial_head == NO_ID) {
+        st = zspage_create(pool, cls, &id);
+    }
+    if (st == VTMEM_OK) {
+        *handle = slot_take(pool, cls);
+    }
+    g_mutex_unlock(&cls->lock);
+    return st;
+}
+
+void *vtmem_zpool_map(VtmemZpool *pool, VtmemZhandle handle, size_t size)
+{
+    SizeClass *cls = class_for(pool, size);
+    uint32_t id = (uint32_t)(handle >> VTMEM_ZPOOL_IDX_BITS);
+    size_t idx = handle & ((1u << VTMEM_ZPOOL_IDX_BITS) - 1);
+
+    return zspage_data(pool, id) + idx * cls->size;
+}
+
+void vtmem_zpool_free(VtmemZpool *pool, VtmemZhandle handle, size_t size)
+{
+    SizeClass *cls = class_for(pool, size);
+
+    g_mutex_lock(&cls->lock);
+    slot_put(pool, cls, handle);
+    g_mutex_unlock(&cls->lock);
+}
+
+typedef struct ZspageUse {
+    uint32_t id;
+    uint32_t inuse;
+} ZspageUse;
+
+static int by_inuse(const void *a, const void *b)
+{
+    const ZspageUse *x = a, *y = b;
+    return (x->inuse > y->inuse) - (x->inuse < y->inuse);
+}
+
+void vtmem_zpool_compact_begin(VtmemZpool *pool)
+{
+    for (uint32_t c = 0; c < pool->nr_classes; c++) {
+        SizeClass *cls = &pool->classes[c];
+        GArray *use = g_array_new(FALSE, FALSE, sizeof(ZspageUse));
+        uint64_t room = 0, moving = 0;
+
+        g_mutex_lock(&cls->lock);
+        for (uint32_t id = cls->partial_head; id != NO_ID;) {
+            ZspageHeader *h = zspage_header(pool, cls, id);
+            ZspageUse u = { id, h->inuse };
+            g_array_append_val(use, u);
+            room += cls->objs - h->inuse;
+            id = h->next;
+        }
+        g_array_sort(use, by_inuse);
+        /*
+         * Empty the sparsest zspages while what they hold still fits in
+         * the free room of the zspages that stay.
+         */
+        for (guint i = 0; i < use->len; i++) {
+            ZspageUse *u = &g_array_index(use, ZspageUse, i);
+            room -= cls->objs - u->inuse;
+            if (moving + u->inuse > room) {
+                break;
+            }
+            moving += u->inuse;
+            list_del(pool, cls, &cls->partial_head, &cls->partial_tail, u->id);
+            list_add(pool, cls, &cls->evac_head, NULL, u->id, false);
+            zspage_header(pool, cls, u->id)->flags |= FLAG_EVAC;
+        }
+        g_mutex_unlock(&cls->lock);
+        g_array_free(use, TRUE);
+    }
+}
+
+bool vtmem_zpool_compact_move(VtmemZpool *pool, VtmemZhandle *handle,
+                              size_t size, uint64_t *released)
+{
+    SizeClass *cls = class_for(pool, size);
+    uint32_t id = (uint32_t)(*handle >> VTMEM_ZPOOL_IDX_BITS);
+    bool moved = false;
+
+    g_mutex_lock(&cls->lock);
+    /* Never takes a new zspage: a move must not cost memory. */
+    if (cls->evac_head != NO_ID && cls->partial_head != NO_ID &&
+        (zspage_header(pool, cls, id)->flags & FLAG_EVAC)) {
+        VtmemZhandle to = slot_take(pool, cls);
+        memcpy(vtmem_zpool_map(pool, to, size),
+               vtmem_zpool_map(pool, *handle, size), size);
+        *released += slot_put(pool, cls, *handle);
+        *handle = to;
+        moved = true;
+    }
+    g_mutex_unlock(&cls->lock);
+    return moved;
+}
+
+void vtmem_zpool_compact_end(VtmemZpool *pool)
+{
+    for (uint32_t c = 0; c < pool->nr_classes; c++) {
+        SizeClass *cls = &pool->classes[c];
+
+        g_mutex_lock(&cls->lock);
+        while (cls->evac_head != NO_ID) {
+            uint32_t id = cls->evac_head;
+            list_del(pool, cls, &cls->evac_head, NULL, id);
+            zspage_header(pool, cls, id)->flags &= (uint8_t)~FLAG_EVAC;
+            list_add(pool, cls, &cls->partial_head, &cls->partial_tail, id,
+                     true);
+        }
+        g_mutex_unlock(&cls->lock);
+    }
+}
+
+uint64_t vtmem_zpool_zspages(VtmemZpool *pool)
+{
+    return pool ? atomic_load_explicit(&pool->zspages, memory_order_relaxed)
+                : 0;
+}

@@ -1,0 +1,74 @@
+/*
+ * vtmem zpool: a size-class allocator that packs compressed pages densely.
+ *
+ * In the spirit of Linux zsmalloc: objects of 1..4096 bytes are rounded up
+ * to a size class (16-byte steps); each class carves "zspages" of 1..4
+ * contiguous 4 KiB pages (chosen to minimise the tail waste) into equal
+ * slots. Objects may straddle page boundaries since a zspage is one
+ * contiguous heap block. An object is named by a handle (zspage id, index);
+ * the caller keeps the handle and the object's exact size.
+ *
+ * Concurrency: one lock per class. vtmem_zpool_map needs no lock: the caller
+ * must own the handle (hold whatever lock keeps it from being freed or
+ * moved), which is enough because a zspage holding a live object is never
+ * freed and objects only move through vtmem_zpool_compact_move, which the
+ * caller also serialises against its own use of that handle.
+ */
+#ifndef VTMEM_ZPOOL_H
+#define VTMEM_ZPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vtmem-account.h"
+#include "vtmem-store.h"
+
+typedef struct VtmemZpool VtmemZpool;
+
+/* (zspage id << VTMEM_ZPOOL_IDX_BITS) | object index; fits in 42 bits. */
+typedef uint64_t VtmemZhandle;
+#define VTMEM_ZPOOL_IDX_BITS 10
+#define VTMEM_ZPOOL_HANDLE_BITS (32 + VTMEM_ZPOOL_IDX_BITS)
+#define VTMEM_ZPOOL_MAX_SIZE 4096
+
+/*
+ * max_objects bounds how many objects can be live at once (it sizes the
+ * zspage directory). All memory is charged to acct.
+ */
+VtmemZpool *vtmem_zpool_new(uint64_t max_objects, VtmemAccount *acct);
+void vtmem_zpool_destroy(VtmemZpool *pool);
+
+/*
+ * Allocate an object of size bytes. May take a new zspage from the heap:
+ * VTMEM_ERR_NOSPACE if that would exceed acct's limit, VTMEM_ERR_NOMEM if
+ * the heap fails, VTMEM_ERR_INVAL for a size outside 1..4096.
+ */
+vtmem_status vtmem_zpool_alloc(VtmemZpool *pool, size_t size,
+                               VtmemZhandle *handle);
+
+/* The object's bytes (size must be what it was allocated with). */
+void *vtmem_zpool_map(VtmemZpool *pool, VtmemZhandle handle, size_t size);
+
+void vtmem_zpool_free(VtmemZpool *pool, VtmemZhandle handle, size_t size);
+
+/*
+ * Compaction, in three steps (the caller serialises compactions):
+ * begin marks, per class, the sparsest zspages whose objects fit into the
+ * free room of the others; then the caller offers every live object to
+ * compact_move (with the handle locked against its other users), which
+ * moves it if it sits in a marked zspage and updates *handle; end unmarks
+ * what could not be emptied. Returns of compact_move: true if moved;
+ * *released grows by the bytes given back when a zspage empties.
+ */
+void vtmem_zpool_compact_begin(VtmemZpool *pool);
+bool vtmem_zpool_compact_move(VtmemZpool *pool, VtmemZhandle *handle,
+                              size_t size, uint64_t *released);
+void vtmem_zpool_compact_end(VtmemZpool *pool);
+
+/* Introspection for tests and benchmarks. */
+size_t vtmem_zpool_class_size(size_t size);     /* slot size for size */
+unsigned vtmem_zpool_class_pages(size_t size);  /* pages per zspage */
+uint64_t vtmem_zpool_zspages(VtmemZpool *pool); /* zspages held now */
+
+#endif /* VTMEM_ZPOOL_H */
