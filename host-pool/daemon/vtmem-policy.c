@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include "vtmem-policy.h"
+
+#include <stdbool.h>
+
+#include <glib.h>
+
+__extension__ typedef unsigned __int128 u128;
+
+static uint64_t want_of(const VtmemShare *s)
+{
+    return s->demand < s->cap ? s->demand : s->cap;
+}
+
+static uint64_t weight_of(const VtmemShare *s)
+{
+    return s->weight ? s->weight : 1;
+}
+
+void vtmem_policy_allocate(VtmemShare *v, size_t n, uint64_t total)
+{
+    g_autofree bool *active = NULL;
+    g_autofree uint64_t *frac = NULL;
+    uint64_t sum = 0, remaining = total;
+    size_t i, n_active = n;
+    bool overflow = false;
+
+    for (i = 0; i < n; i++) {
+        uint64_t w = want_of(&v[i]);
+
+        v[i].alloc = 0;
+        if (sum + w < sum) {
+            overflow = true;
+        }
+        sum += w;
+    }
+    if (!overflow && sum <= total) {
+        for (i = 0; i < n; i++) {
+            v[i].alloc = want_of(&v[i]);
+        }
+        return;
+    }
+
+    active = g_new(bool, n);
+    frac = g_new0(uint64_t, n);
+    for (i = 0; i < n; i++) {
+        active[i] = true;
+    }
+
+    /* Water-filling: satisfy every VM whose want fits in its share. */
+    while (n_active > 0) {
+        u128 wsum = 0;
+        bool satisfied = false;
+
+        for (i = 0; i < n; i++) {
+            if (active[i]) {
+                wsum += weight_of(&v[i]);
+            }
+        }
+        for (i = 0; i < n; i++) {
+            if (active[i] &&
+                (u128)want_of(&v[i]) * wsum <= (u128)remaining * weight_of(&v[i])) {
+                v[i].alloc = want_of(&v[i]);
+                remaining -= v[i].alloc;
+                active[i] = false;
+                n_active--;
+                satisfied = true;
+            }
+        }
+        if (satisfied) {
+            continue;
+        }
+        /* Nobody left is satisfied: split remaining by weight. */
+        {
+            uint64_t given = 0, leftover;
+
+            for (i = 0; i < n; i++) {
+                if (active[i]) {
+                    u128 p = (u128)remaining * weight_of(&v[i]);
+
+                    v[i].alloc = (uint64_t)(p / wsum);
+                    frac[i] = (uint64_t)(p % wsum);
+                    given += v[i].alloc;
+                }
+            }
+            leftover = remaining - given;  /* < n_active */
+            while (leftover > 0) {
+                size_t best = n;
+
+                for (i = 0; i < n; i++) {
+                    if (active[i] && v[i].alloc < want_of(&v[i]) &&
+                        (best == n || frac[i] > frac[best])) {
+                        best = i;
+                    }
+                }
+                if (best == n) {
+                    break;
+                }
+                v[best].alloc++;
+                active[best] = false;   /* one extra unit each at most */
+                leftover--;
+            }
+        }
+        break;
+    }
+}
