@@ -1,0 +1,461 @@
+/*
+ * virtio-tmem: transcendent memory (frontswap semantics) over virtio
+ *
+ * The guest stores swapped-out pages in this device (PUT), reads them back
+ * (GET) and drops them when it frees their swap slots (INVALIDATE*). The
+ * pages live, compressed, in the vtmem page store in this process. The wire
+ * protocol is include/virtio_tmem.h, specified in docs/virtio-tmem.md.
+ *
+ * Copyright (c) 2026 The vtmem authors
+ *
+ * This work is licensed under the terms of the GNU GPL, version 2 or
+ * (at your option) any later version.  See the COPYING file in the
+ * top-level directory.
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/units.h"
+#include "qemu/iov.h"
+#include "qemu/bswap.h"
+#include "qemu/module.h"
+#include "qapi/error.h"
+#include "qapi/visitor.h"
+#include "hw/qdev-properties.h"
+#include "hw/virtio/virtio.h"
+#include "hw/virtio/virtio-tmem.h"
+#include "migration/blocker.h"
+#include "migration/vmstate.h"
+#include "virtio_tmem.h"
+#include "vtmem-store.h"
+
+QEMU_BUILD_BUG_ON(VIRTIO_TMEM_PAGE_SIZE != VTMEM_STORE_PAGE_SIZE);
+QEMU_BUILD_BUG_ON(sizeof(struct virtio_tmem_req_hdr) != 24);
+QEMU_BUILD_BUG_ON(sizeof(struct virtio_tmem_config) != 40);
+QEMU_BUILD_BUG_ON(sizeof(struct virtio_tmem_resp) != 4);
+
+#define RESP_SIZE sizeof(struct virtio_tmem_resp)
+#define HDR_SIZE sizeof(struct virtio_tmem_req_hdr)
+
+static uint32_t virtio_tmem_status(vtmem_status st)
+{
+    switch (st) {
+    case VTMEM_OK:
+        return VIRTIO_TMEM_S_OK;
+    case VTMEM_ERR_NOSPACE:
+        return VIRTIO_TMEM_S_NOSPACE;
+    case VTMEM_ERR_NOENT:
+        return VIRTIO_TMEM_S_NOENT;
+    case VTMEM_ERR_RANGE:
+    case VTMEM_ERR_INVAL:
+        return VIRTIO_TMEM_S_INVAL;
+    default:
+        return VIRTIO_TMEM_S_IOERR;
+    }
+}
+
+static uint32_t virtio_tmem_put(VirtIOTmem *s, VirtQueueElement *elem,
+                                uint64_t slot)
+{
+    vtmem_status st;
+
+    /* Copy the page out: the guest may change it while we compress. */
+    if (iov_to_buf(elem->out_sg, elem->out_num, HDR_SIZE, s->bounce,
+                   VIRTIO_TMEM_PAGE_SIZE) != VIRTIO_TMEM_PAGE_SIZE) {
+        return VIRTIO_TMEM_S_INVAL;
+    }
+    st = vtmem_store_put(s->store, slot, s->bounce);
+    if (st != VTMEM_OK && st != VTMEM_ERR_NOSPACE) {
+        /* IOERR promises that the slot holds nothing. */
+        vtmem_store_invalidate(s->store, slot);
+    }
+    return virtio_tmem_status(st);
+}
+
+static uint32_t virtio_tmem_get(VirtIOTmem *s, VirtQueueElement *elem,
+                                uint64_t slot)
+{
+    vtmem_status st = vtmem_store_get(s->store, slot, s->bounce);
+
+    if (st != VTMEM_OK) {
+        return virtio_tmem_status(st);
+    }
+    iov_from_buf(elem->in_sg, elem->in_num, 0, s->bounce,
+                 VIRTIO_TMEM_PAGE_SIZE);
+    return VIRTIO_TMEM_S_OK;
+}
+
+static uint32_t virtio_tmem_invalidate_batch(VirtIOTmem *s,
+                                             VirtQueueElement *elem,
+                                             uint64_t count)
+{
+    size_t len = count * sizeof(uint64_t);
+    uint32_t status = VIRTIO_TMEM_S_OK;
+    uint64_t i;
+
+    if (iov_to_buf(elem->out_sg, elem->out_num, HDR_SIZE, s->batch, len) !=
+        len) {
+        return VIRTIO_TMEM_S_INVAL;
+    }
+    /* Check every slot first: a bad batch drops nothing. */
+    for (i = 0; i < count; i++) {
+        s->batch[i] = le64_to_cpu(s->batch[i]);
+        if (s->batch[i] >= s->nr_slots) {
+            return VIRTIO_TMEM_S_INVAL;
+        }
+    }
+    for (i = 0; i < count; i++) {
+        vtmem_status st = vtmem_store_invalidate(s->store, s->batch[i]);
+
+        if (st != VTMEM_OK && st != VTMEM_ERR_NOENT) {
+            status = VIRTIO_TMEM_S_IOERR;
+        }
+    }
+    return status;
+}
+
+/*
+ * Carry out one request whose device-writable part is in_len bytes (at
+ * least RESP_SIZE). Returns the status to put in the response.
+ */
+static uint32_t virtio_tmem_do_req(VirtIOTmem *s, VirtQueueElement *elem,
+                                   size_t out_len, size_t in_len)
+{
+    struct virtio_tmem_req_hdr hdr;
+    uint64_t slot, count;
+    vtmem_status st;
+    uint32_t type;
+
+    if (out_len < HDR_SIZE ||
+        iov_to_buf(elem->out_sg, elem->out_num, 0, &hdr, HDR_SIZE) !=
+        HDR_SIZE) {
+        return VIRTIO_TMEM_S_INVAL;
+    }
+    type = le32_to_cpu(hdr.type);
+    slot = le64_to_cpu(hdr.slot);
+    count = le64_to_cpu(hdr.count);
+
+    switch (type) {
+    case VIRTIO_TMEM_T_PUT:
+        if (out_len != HDR_SIZE + VIRTIO_TMEM_PAGE_SIZE ||
+            in_len != RESP_SIZE || slot >= s->nr_slots) {
+            return VIRTIO_TMEM_S_INVAL;
+        }
+        return virtio_tmem_put(s, elem, slot);
+
+    case VIRTIO_TMEM_T_GET:
+        if (out_len != HDR_SIZE ||
+            in_len != VIRTIO_TMEM_PAGE_SIZE + RESP_SIZE ||
+            slot >= s->nr_slots) {
+            return VIRTIO_TMEM_S_INVAL;
+        }
+        return virtio_tmem_get(s, elem, slot);
+
+    case VIRTIO_TMEM_T_INVALIDATE:
+        if (out_len != HDR_SIZE || in_len != RESP_SIZE ||
+            slot >= s->nr_slots) {
+            return VIRTIO_TMEM_S_INVAL;
+        }
+        st = vtmem_store_invalidate(s->store, slot);
+        return st == VTMEM_ERR_NOENT ? VIRTIO_TMEM_S_OK :
+               virtio_tmem_status(st);
+
+    case VIRTIO_TMEM_T_INVALIDATE_RANGE:
+        if (out_len != HDR_SIZE || in_len != RESP_SIZE ||
+            slot > s->nr_slots || count > s->nr_slots - slot) {
+            return VIRTIO_TMEM_S_INVAL;
+        }
+        if (count == 0) {
+            return VIRTIO_TMEM_S_OK;
+        }
+        return virtio_tmem_status(vtmem_store_invalidate_range(s->store, slot,
+                                                               count, NULL));
+
+    case VIRTIO_TMEM_T_INVALIDATE_ALL:
+        if (out_len != HDR_SIZE || in_len != RESP_SIZE) {
+            return VIRTIO_TMEM_S_INVAL;
+        }
+        vtmem_store_invalidate_all(s->store);
+        return VIRTIO_TMEM_S_OK;
+
+    case VIRTIO_TMEM_T_INVALIDATE_BATCH:
+        if (count > VIRTIO_TMEM_MAX_BATCH ||
+            out_len != HDR_SIZE + count * sizeof(uint64_t) ||
+            in_len != RESP_SIZE) {
+            return VIRTIO_TMEM_S_INVAL;
+        }
+        return virtio_tmem_invalidate_batch(s, elem, count);
+
+    default:
+        return VIRTIO_TMEM_S_UNSUPP;
+    }
+}
+
+static void virtio_tmem_handle_req(VirtIODevice *vdev, VirtQueue *vq)
+{
+    VirtIOTmem *s = VIRTIO_TMEM(vdev);
+    VirtQueueElement *elem;
+    bool pushed = false;
+
+    /*
+     * One request at a time, completed in the order the driver made them
+     * available: a queued INVALIDATE never overtakes a later PUT.
+     */
+    while ((elem = virtqueue_pop(vq, sizeof(VirtQueueElement)))) {
+        size_t out_len = iov_size(elem->out_sg, elem->out_num);
+        size_t in_len = iov_size(elem->in_sg, elem->in_num);
+        struct virtio_tmem_resp resp;
+        uint32_t status;
+
+        if (in_len < RESP_SIZE ||
+            in_len > VIRTIO_TMEM_PAGE_SIZE + RESP_SIZE) {
+            virtio_error(vdev, "virtio-tmem: request with %zu device-writable"
+                         " bytes (must be %zu or %zu)", in_len, RESP_SIZE,
+                         VIRTIO_TMEM_PAGE_SIZE + RESP_SIZE);
+            virtqueue_detach_element(vq, elem, 0);
+            g_free(elem);
+            break;
+        }
+
+        status = virtio_tmem_do_req(s, elem, out_len, in_len);
+        if (status != VIRTIO_TMEM_S_OK) {
+            /* The device writes every byte it reports in the used length. */
+            iov_memset(elem->in_sg, elem->in_num, 0, 0, in_len - RESP_SIZE);
+        }
+        stl_le_p(&resp.status, status);
+        iov_from_buf(elem->in_sg, elem->in_num, in_len - RESP_SIZE, &resp,
+                     RESP_SIZE);
+        virtqueue_push(vq, elem, in_len);
+        g_free(elem);
+        pushed = true;
+    }
+    if (pushed) {
+        virtio_notify(vdev, vq);
+    }
+}
+
+static void virtio_tmem_get_config(VirtIODevice *vdev, uint8_t *config_data)
+{
+    VirtIOTmem *s = VIRTIO_TMEM(vdev);
+    struct virtio_tmem_config config = {};
+
+    stl_le_p(&config.page_size, VIRTIO_TMEM_PAGE_SIZE);
+    stl_le_p(&config.max_batch, VIRTIO_TMEM_MAX_BATCH);
+    stq_le_p(&config.nr_slots, s->nr_slots);
+    stq_le_p(&config.limit, s->limit);
+    stq_le_p(&config.usage, s->store ? vtmem_store_memory_held(s->store) : 0);
+    /* No shrinking yet: the target is the limit. */
+    stq_le_p(&config.shrink_target, s->limit);
+    memcpy(config_data, &config, sizeof(config));
+}
+
+static uint64_t virtio_tmem_get_features(VirtIODevice *vdev, uint64_t features,
+                                         Error **errp)
+{
+    /* VIRTIO_TMEM_F_SHRINK is not offered yet. */
+    return features;
+}
+
+static void virtio_tmem_reset(VirtIODevice *vdev)
+{
+    VirtIOTmem *s = VIRTIO_TMEM(vdev);
+
+    if (s->store) {
+        vtmem_store_invalidate_all(s->store);
+    }
+}
+
+static void virtio_tmem_get_limit(Object *obj, Visitor *v, const char *name,
+                                  void *opaque, Error **errp)
+{
+    VirtIOTmem *s = VIRTIO_TMEM(obj);
+    uint64_t value = s->limit;
+
+    visit_type_size(v, name, &value, errp);
+}
+
+/* Settable at any time, also while the guest runs (QMP qom-set). */
+static void virtio_tmem_set_limit(Object *obj, Visitor *v, const char *name,
+                                  void *opaque, Error **errp)
+{
+    VirtIOTmem *s = VIRTIO_TMEM(obj);
+    uint64_t value;
+
+    if (!visit_type_size(v, name, &value, errp)) {
+        return;
+    }
+    if (value == s->limit) {
+        return;
+    }
+    s->limit = value;
+    if (s->store) {
+        /* A limit below usage drops nothing: new PUTs are refused. */
+        vtmem_store_set_limit(s->store, value);
+        virtio_notify_config(VIRTIO_DEVICE(s));
+    }
+}
+
+static void virtio_tmem_get_stat(Object *obj, Visitor *v, const char *name,
+                                 void *opaque, Error **errp)
+{
+    VirtIOTmem *s = VIRTIO_TMEM(obj);
+    VtmemStoreStats stats = {};
+    uint64_t value;
+
+    if (s->store) {
+        vtmem_store_get_stats(s->store, &stats);
+    }
+    memcpy(&value, (uint8_t *)&stats + (uintptr_t)opaque, sizeof(value));
+    visit_type_uint64(v, name, &value, errp);
+}
+
+#define VIRTIO_TMEM_STAT(name, field) \
+    { name, offsetof(VtmemStoreStats, field) }
+
+static const struct {
+    const char *name;
+    size_t offset;
+} virtio_tmem_stats[] = {
+    VIRTIO_TMEM_STAT("stored-pages", stored_pages),
+    VIRTIO_TMEM_STAT("same-filled-pages", same_filled_pages),
+    VIRTIO_TMEM_STAT("raw-pages", raw_pages),
+    VIRTIO_TMEM_STAT("compressed-bytes", compressed_bytes),
+    VIRTIO_TMEM_STAT("memory-held", memory_held),
+    VIRTIO_TMEM_STAT("metadata-bytes", metadata_bytes),
+    VIRTIO_TMEM_STAT("puts", puts),
+    VIRTIO_TMEM_STAT("gets", gets),
+    VIRTIO_TMEM_STAT("invalidations", invalidations),
+    VIRTIO_TMEM_STAT("refusals", refusals),
+};
+
+void virtio_tmem_add_aliases(Object *obj, Object *vdev)
+{
+    size_t i;
+
+    object_property_add_alias(obj, "limit", vdev, "limit");
+    for (i = 0; i < ARRAY_SIZE(virtio_tmem_stats); i++) {
+        object_property_add_alias(obj, virtio_tmem_stats[i].name, vdev,
+                                  virtio_tmem_stats[i].name);
+    }
+}
+
+static void virtio_tmem_device_realize(DeviceState *dev, Error **errp)
+{
+    VirtIODevice *vdev = VIRTIO_DEVICE(dev);
+    VirtIOTmem *s = VIRTIO_TMEM(dev);
+
+    if (s->nr_slots == 0 || s->nr_slots > VIRTIO_TMEM_MAX_SLOTS) {
+        error_setg(errp, "virtio-tmem: 'slots' must be 1 .. %llu",
+                   VIRTIO_TMEM_MAX_SLOTS);
+        return;
+    }
+    if (s->queue_size < 2 || s->queue_size > VIRTQUEUE_MAX_SIZE ||
+        !is_power_of_2(s->queue_size)) {
+        error_setg(errp, "virtio-tmem: 'queue-size' must be a power of 2"
+                   " in 2 .. %d", VIRTQUEUE_MAX_SIZE);
+        return;
+    }
+
+    error_setg(&s->migration_blocker, "virtio-tmem does not support"
+               " migration yet: the guest's pages held by the device would"
+               " be lost");
+    if (migrate_add_blocker(s->migration_blocker, errp) < 0) {
+        error_free(s->migration_blocker);
+        s->migration_blocker = NULL;
+        return;
+    }
+
+    s->store = vtmem_store_new(s->nr_slots, s->limit);
+    if (!s->store) {
+        error_setg(errp, "virtio-tmem: cannot create a page store of %"
+                   PRIu64 " slots", s->nr_slots);
+        migrate_del_blocker(s->migration_blocker);
+        error_free(s->migration_blocker);
+        s->migration_blocker = NULL;
+        return;
+    }
+    s->bounce = g_malloc(VIRTIO_TMEM_PAGE_SIZE);
+    s->batch = g_new(uint64_t, VIRTIO_TMEM_MAX_BATCH);
+
+    virtio_init(vdev, VIRTIO_ID_TMEM, sizeof(struct virtio_tmem_config));
+    s->vq = virtio_add_queue(vdev, s->queue_size, virtio_tmem_handle_req);
+}
+
+static void virtio_tmem_device_unrealize(DeviceState *dev)
+{
+    VirtIODevice *vdev = VIRTIO_DEVICE(dev);
+    VirtIOTmem *s = VIRTIO_TMEM(dev);
+
+    virtio_delete_queue(s->vq);
+    virtio_cleanup(vdev);
+    vtmem_store_free(s->store);
+    s->store = NULL;
+    g_free(s->bounce);
+    s->bounce = NULL;
+    g_free(s->batch);
+    s->batch = NULL;
+    migrate_del_blocker(s->migration_blocker);
+    error_free(s->migration_blocker);
+    s->migration_blocker = NULL;
+}
+
+static void virtio_tmem_instance_init(Object *obj)
+{
+    VirtIOTmem *s = VIRTIO_TMEM(obj);
+
+    s->limit = VIRTIO_TMEM_DEFAULT_LIMIT;
+}
+
+/* Live migration is not implemented: refuse it instead of losing pages. */
+static const VMStateDescription vmstate_virtio_tmem = {
+    .name = "virtio-tmem",
+    .unmigratable = 1,
+};
+
+static Property virtio_tmem_properties[] = {
+    DEFINE_PROP_UINT64("slots", VirtIOTmem, nr_slots,
+                       VIRTIO_TMEM_DEFAULT_SLOTS),
+    DEFINE_PROP_UINT16("queue-size", VirtIOTmem, queue_size,
+                       VIRTIO_TMEM_DEFAULT_QUEUE_SIZE),
+    DEFINE_PROP_END_OF_LIST(),
+};
+
+static void virtio_tmem_class_init(ObjectClass *klass, void *data)
+{
+    DeviceClass *dc = DEVICE_CLASS(klass);
+    VirtioDeviceClass *vdc = VIRTIO_DEVICE_CLASS(klass);
+    size_t i;
+
+    device_class_set_props(dc, virtio_tmem_properties);
+    dc->vmsd = &vmstate_virtio_tmem;
+    set_bit(DEVICE_CATEGORY_MISC, dc->categories);
+    vdc->realize = virtio_tmem_device_realize;
+    vdc->unrealize = virtio_tmem_device_unrealize;
+    vdc->get_config = virtio_tmem_get_config;
+    vdc->get_features = virtio_tmem_get_features;
+    vdc->reset = virtio_tmem_reset;
+
+    object_class_property_add(klass, "limit", "size", virtio_tmem_get_limit,
+                              virtio_tmem_set_limit, NULL, NULL);
+    object_class_property_set_description(klass, "limit",
+        "Bytes of host memory the device may hold (settable at run time)");
+    for (i = 0; i < ARRAY_SIZE(virtio_tmem_stats); i++) {
+        object_class_property_add(klass, virtio_tmem_stats[i].name, "uint64",
+                                  virtio_tmem_get_stat, NULL, NULL,
+                                  (void *)virtio_tmem_stats[i].offset);
+    }
+}
+
+static const TypeInfo virtio_tmem_info = {
+    .name = TYPE_VIRTIO_TMEM,
+    .parent = TYPE_VIRTIO_DEVICE,
+    .instance_size = sizeof(VirtIOTmem),
+    .instance_init = virtio_tmem_instance_init,
+    .class_init = virtio_tmem_class_init,
+};
+
+static void virtio_tmem_register_types(void)
+{
+    type_register_static(&virtio_tmem_info);
+}
+
+type_init(virtio_tmem_register_types)

@@ -1,0 +1,1038 @@
+/*
+ * QTest testcase for virtio-tmem
+ *
+ * Copyright (c) 2026 The vtmem authors
+ *
+ * This work is licensed under the terms of the GNU GPL, version 2 or later.
+ * See the COPYING file in the top-level directory.
+ */
+
+#include "qemu/osdep.h"
+#include "libqtest-single.h"
+#include "qemu/bswap.h"
+#include "qemu/module.h"
+#include "qemu/units.h"
+#include "qapi/qmp/qdict.h"
+#include "qapi/qmp/qnum.h"
+#include "standard-headers/linux/virtio_config.h"
+#include "standard-headers/linux/virtio_ring.h"
+#include "libqos/qgraph.h"
+#include "libqos/virtio.h"
+#include "libqos/virtio-pci.h"
+#include "../../hw/virtio/vtmem/virtio_tmem.h"
+
+#define TMEM_TIMEOUT_US (30 * 1000 * 1000)
+#define PAGE            VIRTIO_TMEM_PAGE_SIZE
+#define HDR             sizeof(struct virtio_tmem_req_hdr)
+#define RESP            sizeof(struct virtio_tmem_resp)
+#define TEST_SLOTS      1024
+#define DEV_PATH        "/machine/peripheral/tmem0"
+#define BACKEND_PATH    DEV_PATH "/virtio-backend"
+
+/* libqos graph nodes: virtio-tmem-pci produces the "virtio-tmem" interface */
+typedef struct QVirtioTmem {
+    QVirtioDevice *vdev;
+} QVirtioTmem;
+
+typedef struct QVirtioTmemPCI {
+    QVirtioPCIDevice pci_vdev;
+    QVirtioTmem tmem;
+} QVirtioTmemPCI;
+
+static void *qvirtio_tmem_pci_get_driver(void *object, const char *interface)
+{
+    QVirtioTmemPCI *v = object;
+
+    if (!g_strcmp0(interface, "pci-device")) {
+        return v->pci_vdev.pdev;
+    }
+    if (!g_strcmp0(interface, "virtio-tmem")) {
+        return &v->tmem;
+    }
+    if (!g_strcmp0(interface, "virtio")) {
+        return v->tmem.vdev;
+    }
+    fprintf(stderr, "%s not present in virtio-tmem-pci\n", interface);
+    g_assert_not_reached();
+}
+
+static void *virtio_tmem_pci_create(void *pci_bus, QGuestAllocator *t_alloc,
+                                    void *addr)
+{
+    QVirtioTmemPCI *v = g_new0(QVirtioTmemPCI, 1);
+    QOSGraphObject *obj = &v->pci_vdev.obj;
+
+    virtio_pci_init(&v->pci_vdev, pci_bus, addr);
+    v->tmem.vdev = &v->pci_vdev.vdev;
+    obj->get_driver = qvirtio_tmem_pci_get_driver;
+    return obj;
+}
+
+static void virtio_tmem_register_nodes(void)
+{
+    QPCIAddress addr = {
+        .devfn = QPCI_DEVFN(4, 0),
+    };
+    QOSGraphEdgeOptions opts = {
+        .extra_device_opts = "addr=04.0,id=tmem0",
+    };
+
+    add_qpci_address(&opts, &addr);
+    qos_node_create_driver("virtio-tmem-pci", virtio_tmem_pci_create);
+    qos_node_consumes("virtio-tmem-pci", "pci-bus", &opts);
+    qos_node_produces("virtio-tmem-pci", "pci-device");
+    qos_node_produces("virtio-tmem-pci", "virtio");
+    qos_node_produces("virtio-tmem-pci", "virtio-tmem");
+}
+
+libqos_init(virtio_tmem_register_nodes);
+
+/* A driver for the tests */
+typedef struct Tm {
+    QTestState *qts;
+    QVirtioDevice *dev;
+    QGuestAllocator *alloc;
+    QVirtQueue *vq;
+    uint64_t nr_slots;
+} Tm;
+
+typedef struct Req {
+    uint64_t out_addr;      /* header + payload */
+    uint64_t in_addr;       /* device-writable area, response at its end */
+    uint32_t in_len;
+    uint32_t head;
+} Req;
+
+static void tm_start(Tm *t, void *obj, QGuestAllocator *alloc)
+{
+    QVirtioTmem *tm = obj;
+    uint64_t features;
+
+    t->qts = global_qtest;
+    t->dev = tm->vdev;
+    t->alloc = alloc;
+    g_assert_cmpint(t->dev->device_type, ==, VIRTIO_ID_TMEM);
+    features = qvirtio_get_features(t->dev);
+    g_assert_true(features & (1ull << VIRTIO_F_VERSION_1));
+    g_assert_false(features & (1ull << VIRTIO_TMEM_F_SHRINK));
+    features &= ~(QVIRTIO_F_BAD_FEATURE | (1ull << VIRTIO_RING_F_EVENT_IDX));
+    qvirtio_set_features(t->dev, features);
+    t->vq = qvirtqueue_setup(t->dev, alloc, VIRTIO_TMEM_VQ_REQ);
+    qvirtio_set_driver_ok(t->dev);
+    t->nr_slots = qvirtio_config_readq(t->dev,
+                      offsetof(struct virtio_tmem_config, nr_slots));
+}
+
+static void tm_stop(Tm *t)
+{
+    qvirtqueue_cleanup(t->dev->bus, t->vq, t->alloc);
+    /* Every test starts with a fresh QEMU (limits, broken devices). */
+    qos_invalidate_command_line();
+}
+
+/* Reset the device and bring it up again (as a rebooting guest does). */
+static void tm_restart(Tm *t)
+{
+    QVirtioTmem tm = { .vdev = t->dev };
+
+    qvirtqueue_cleanup(t->dev->bus, t->vq, t->alloc);
+    qvirtio_start_device(t->dev);
+    tm_start(t, &tm, t->alloc);
+}
+
+/*
+ * Queue a request without making it available. The header and the
+ * payload go in separate descriptors, then the device-writable area
+ * (in_len - RESP bytes, if any), then the response.
+ */
+static void req_add(Tm *t, Req *r, uint32_t type, uint64_t slot,
+                    uint64_t count, const void *payload, size_t plen,
+                    size_t in_len)
+{
+    struct virtio_tmem_req_hdr hdr = {
+        .type = cpu_to_le32(type),
+        .slot = cpu_to_le64(slot),
+        .count = cpu_to_le64(count),
+    };
+    g_autofree uint8_t *fill = g_malloc(in_len);
+
+    r->out_addr = guest_alloc(t->alloc, HDR + plen);
+    qtest_memwrite(t->qts, r->out_addr, &hdr, HDR);
+    if (plen) {
+        qtest_memwrite(t->qts, r->out_addr + HDR, payload, plen);
+    }
+    r->in_len = in_len;
+    r->in_addr = guest_alloc(t->alloc, in_len);
+    memset(fill, 0xa5, in_len);
+    qtest_memwrite(t->qts, r->in_addr, fill, in_len);
+
+    r->head = qvirtqueue_add(t->qts, t->vq, r->out_addr, HDR, false, true);
+    if (plen) {
+        qvirtqueue_add(t->qts, t->vq, r->out_addr + HDR, plen, false, true);
+    }
+    if (in_len > RESP) {
+        qvirtqueue_add(t->qts, t->vq, r->in_addr, in_len - RESP, true, true);
+    }
+    qvirtqueue_add(t->qts, t->vq, r->in_addr + in_len - RESP, RESP, true,
+                   false);
+}
+
+/* Make n queued requests available at once, with one notification. */
+static void publish(Tm *t, const uint32_t *heads, int n)
+{
+    uint16_t idx = qtest_readw(t->qts, t->vq->avail + 2);
+    int i;
+
+    for (i = 0; i < n; i++) {
+        qtest_writew(t->qts,
+                       t->vq->avail + 4 + 2 * ((idx + i) % t->vq->size),
+                       heads[i]);
+    }
+    qtest_writew(t->qts, t->vq->avail + 2, idx + n);
+    t->dev->bus->virtqueue_kick(t->dev, t->vq);
+}
+
+/* Wait until the request r is used (the next one in the used ring). */
+static void req_wait(Tm *t, Req *r, bool first)
+{
+    uint32_t len = 0, head;
+
+    if (first) {
+        qvirtio_wait_used_elem(t->qts, t->dev, t->vq, r->head, &len,
+                               TMEM_TIMEOUT_US);
+    } else {
+        g_assert_true(qvirtqueue_get_buf(t->qts, t->vq, &head, &len));
+        g_assert_cmpuint(head, ==, r->head);
+    }
+    g_assert_cmpuint(len, ==, r->in_len);
+}
+
+static uint32_t req_status(Tm *t, Req *r)
+{
+    return qtest_readl(t->qts, r->in_addr + r->in_len - RESP);
+}
+
+static void req_free(Tm *t, Req *r)
+{
+    guest_free(t->alloc, r->out_addr);
+    guest_free(t->alloc, r->in_addr);
+}
+
+/* Issue one request and wait for it; returns the status. */
+static uint32_t tm_req(Tm *t, uint32_t type, uint64_t slot, uint64_t count,
+                       const void *payload, size_t plen, size_t in_len,
+                       void *in_data)
+{
+    Req r;
+    uint32_t status;
+
+    req_add(t, &r, type, slot, count, payload, plen, in_len);
+    publish(t, &r.head, 1);
+    req_wait(t, &r, true);
+    status = req_status(t, &r);
+    if (in_data) {
+        qtest_memread(t->qts, r.in_addr, in_data, in_len - RESP);
+    }
+    if (status != VIRTIO_TMEM_S_OK && in_len > RESP) {
+        /* Failed requests leave zeros, never stale data, before the status */
+        g_autofree uint8_t *buf = g_malloc(in_len - RESP);
+        g_autofree uint8_t *zero = g_malloc0(in_len - RESP);
+
+        qtest_memread(t->qts, r.in_addr, buf, in_len - RESP);
+        g_assert_cmpmem(buf, in_len - RESP, zero, in_len - RESP);
+    }
+    req_free(t, &r);
+    return status;
+}
+
+static uint32_t tm_put(Tm *t, uint64_t slot, const void *page)
+{
+    return tm_req(t, VIRTIO_TMEM_T_PUT, slot, 0, page, PAGE, RESP, NULL);
+}
+
+static uint32_t tm_get(Tm *t, uint64_t slot, void *page)
+{
+    return tm_req(t, VIRTIO_TMEM_T_GET, slot, 0, NULL, 0, PAGE + RESP, page);
+}
+
+static uint32_t tm_simple(Tm *t, uint32_t type, uint64_t slot, uint64_t count)
+{
+    return tm_req(t, type, slot, count, NULL, 0, RESP, NULL);
+}
+
+static uint32_t tm_batch(Tm *t, const uint64_t *slots, uint64_t count,
+                         size_t n)
+{
+    g_autofree uint64_t *le = g_new0(uint64_t, n + 1);
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        le[i] = cpu_to_le64(slots[i]);
+    }
+    return tm_req(t, VIRTIO_TMEM_T_INVALIDATE_BATCH, 0, count, le,
+                  n * sizeof(uint64_t), RESP, NULL);
+}
+
+static void assert_slot(Tm *t, uint64_t slot, const uint8_t *page)
+{
+    g_autofree uint8_t *buf = g_malloc(PAGE + RESP);
+
+    if (page) {
+        g_assert_cmpuint(tm_get(t, slot, buf), ==, VIRTIO_TMEM_S_OK);
+        g_assert_cmpmem(buf, PAGE, page, PAGE);
+    } else {
+        g_assert_cmpuint(tm_get(t, slot, buf), ==, VIRTIO_TMEM_S_NOENT);
+    }
+}
+
+/* Page contents: 0 zero, 1 same-filled, 2 text, 3+ random (seeded by kind) */
+static uint8_t *make_page(int kind)
+{
+    uint8_t *p = g_malloc0(PAGE);
+    GRand *r;
+    size_t i;
+
+    switch (kind) {
+    case 0:
+        break;
+    case 1:
+        for (i = 0; i < PAGE; i += 8) {
+            stq_le_p(p + i, 0x0123456789abcdefULL);
+        }
+        break;
+    case 2:
+        for (i = 0; i < PAGE; i++) {
+            p[i] = "The quick brown fox jumps over the lazy dog. "[i % 45];
+        }
+        break;
+    default:
+        r = g_rand_new_with_seed(kind);
+        for (i = 0; i < PAGE; i += 4) {
+            stl_le_p(p + i, g_rand_int(r));
+        }
+        g_rand_free(r);
+        break;
+    }
+    return p;
+}
+
+static uint64_t qom_get_u64(Tm *t, const char *path, const char *prop)
+{
+    QDict *resp = qtest_qmp(t->qts, "{'execute': 'qom-get', 'arguments':"
+                            " {'path': %s, 'property': %s}}", path, prop);
+    QNum *num;
+    uint64_t value;
+
+    g_assert(qdict_haskey(resp, "return"));
+    num = qobject_to(QNum, qdict_get(resp, "return"));
+    g_assert(num);
+    g_assert_true(qnum_get_try_uint(num, &value));
+    qobject_unref(resp);
+    return value;
+}
+
+static void qom_set_u64(Tm *t, const char *path, const char *prop,
+                        uint64_t value)
+{
+    QDict *resp = qtest_qmp(t->qts, "{'execute': 'qom-set', 'arguments':"
+                            " {'path': %s, 'property': %s, 'value': %"
+                            PRIu64 "}}", path, prop, value);
+
+    g_assert(qdict_haskey(resp, "return"));
+    qobject_unref(resp);
+}
+
+static uint64_t tm_stat(Tm *t, const char *name)
+{
+    return qom_get_u64(t, BACKEND_PATH, name);
+}
+
+/* QEMU is alive and answers QMP. */
+static void assert_alive(Tm *t)
+{
+    QDict *resp = qtest_qmp(t->qts, "{'execute': 'query-status'}");
+
+    g_assert(qdict_haskey(resp, "return"));
+    qobject_unref(resp);
+    g_assert_cmpuint(tm_stat(t, "puts"), <, UINT64_MAX);
+}
+
+static bool device_broken(Tm *t)
+{
+    gint64 start = g_get_monotonic_time();
+
+    /* virtio_error() sets NEEDS_RESET; give the main loop time to run */
+    do {
+        qtest_clock_step(t->qts, 100);
+        if (t->dev->bus->get_status(t->dev) & VIRTIO_CONFIG_S_NEEDS_RESET) {
+            return true;
+        }
+    } while (g_get_monotonic_time() - start < 2 * 1000 * 1000);
+    return false;
+}
+
+typedef struct TestArg {
+    const char *limit;      /* -global virtio-tmem-device.limit, or NULL */
+    int kind;               /* for test_bad_broken */
+} TestArg;
+
+static void *tmem_before(GString *cmd_line, void *arg)
+{
+    TestArg *ta = arg;
+
+    g_string_append_printf(cmd_line, " -global virtio-tmem-device.slots=%d ",
+                           TEST_SLOTS);
+    if (ta && ta->limit) {
+        g_string_append_printf(cmd_line,
+                               " -global virtio-tmem-device.limit=%s ",
+                               ta->limit);
+    }
+    return arg;
+}
+
+/* Tests */
+
+static void test_config(void *obj, void *data, QGuestAllocator *alloc)
+{
+    Tm t;
+
+    tm_start(&t, obj, alloc);
+#define CFG(f) offsetof(struct virtio_tmem_config, f)
+    g_assert_cmpuint(qvirtio_config_readl(t.dev, CFG(page_size)), ==, PAGE);
+    g_assert_cmpuint(qvirtio_config_readl(t.dev, CFG(max_batch)), ==,
+                     VIRTIO_TMEM_MAX_BATCH);
+    g_assert_cmpuint(t.nr_slots, ==, TEST_SLOTS);
+    g_assert_cmpuint(qvirtio_config_readq(t.dev, CFG(limit)), ==, 256 * MiB);
+    g_assert_cmpuint(qvirtio_config_readq(t.dev, CFG(shrink_target)), ==,
+                     256 * MiB);
+    g_assert_cmpuint(qvirtio_config_readq(t.dev, CFG(usage)), ==,
+                     tm_stat(&t, "memory-held"));
+    g_assert_cmpuint(qom_get_u64(&t, DEV_PATH, "limit"), ==, 256 * MiB);
+    g_assert_cmpuint(tm_stat(&t, "stored-pages"), ==, 0);
+    tm_stop(&t);
+}
+
+static void test_put_get(void *obj, void *data, QGuestAllocator *alloc)
+{
+    uint64_t slots[] = { 0, 1, 2, 3, 4, 5, TEST_SLOTS - 1 };
+    uint8_t *pages[G_N_ELEMENTS(slots)];
+    g_autofree uint8_t *newer = make_page(77);
+    Tm t;
+    size_t i;
+
+    tm_start(&t, obj, alloc);
+    for (i = 0; i < G_N_ELEMENTS(slots); i++) {
+        pages[i] = make_page(i);
+        g_assert_cmpuint(tm_put(&t, slots[i], pages[i]), ==,
+                         VIRTIO_TMEM_S_OK);
+    }
+    for (i = 0; i < G_N_ELEMENTS(slots); i++) {
+        assert_slot(&t, slots[i], pages[i]);
+    }
+    g_assert_cmpuint(tm_stat(&t, "stored-pages"), ==, G_N_ELEMENTS(slots));
+    g_assert_cmpuint(tm_stat(&t, "puts"), ==, G_N_ELEMENTS(slots));
+    g_assert_cmpuint(tm_stat(&t, "gets"), ==, G_N_ELEMENTS(slots));
+    g_assert_cmpuint(tm_stat(&t, "memory-held"), >, 0);
+    g_assert_cmpuint(qvirtio_config_readq(t.dev,
+                         offsetof(struct virtio_tmem_config, usage)), ==,
+                     tm_stat(&t, "memory-held"));
+
+    /* put, put, get: the latest put wins */
+    g_assert_cmpuint(tm_put(&t, 2, newer), ==, VIRTIO_TMEM_S_OK);
+    assert_slot(&t, 2, newer);
+    /* a get does not consume the page */
+    assert_slot(&t, 2, newer);
+    /* empty slots */
+    assert_slot(&t, 6, NULL);
+    assert_slot(&t, TEST_SLOTS - 2, NULL);
+    for (i = 0; i < G_N_ELEMENTS(slots); i++) {
+        g_free(pages[i]);
+    }
+    tm_stop(&t);
+}
+
+static void test_invalidate(void *obj, void *data, QGuestAllocator *alloc)
+{
+    g_autofree uint8_t *a = make_page(3);
+    g_autofree uint8_t *b = make_page(2);
+    Tm t;
+
+    tm_start(&t, obj, alloc);
+    g_assert_cmpuint(tm_put(&t, 10, a), ==, VIRTIO_TMEM_S_OK);
+    g_assert_cmpuint(tm_put(&t, 11, b), ==, VIRTIO_TMEM_S_OK);
+    g_assert_cmpuint(tm_simple(&t, VIRTIO_TMEM_T_INVALIDATE, 10, 0), ==,
+                     VIRTIO_TMEM_S_OK);
+    assert_slot(&t, 10, NULL);
+    assert_slot(&t, 11, b);
+    /* an empty slot: still OK */
+    g_assert_cmpuint(tm_simple(&t, VIRTIO_TMEM_T_INVALIDATE, 10, 0), ==,
+                     VIRTIO_TMEM_S_OK);
+    g_assert_cmpuint(tm_stat(&t, "invalidations"), >=, 1);
+    g_assert_cmpuint(tm_stat(&t, "stored-pages"), ==, 1);
+    tm_stop(&t);
+}
+
+static void put_range(Tm *t, uint64_t first, uint64_t n, uint8_t **pages)
+{
+    uint64_t i;
+
+    for (i = 0; i < n; i++) {
+        pages[i] = make_page(first + i);
+        g_assert_cmpuint(tm_put(t, first + i, pages[i]), ==,
+                         VIRTIO_TMEM_S_OK);
+    }
+}
+
+static void free_pages(uint8_t **pages, int n)
+{
+    int i;
+
+    for (i = 0; i < n; i++) {
+        g_free(pages[i]);
+    }
+}
+
+static void test_invalidate_range(void *obj, void *data,
+                                  QGuestAllocator *alloc)
+{
+    uint8_t *pages[10];
+    g_autofree uint8_t *last = make_page(5);
+    Tm t;
+    int i;
+
+    tm_start(&t, obj, alloc);
+    put_range(&t, 0, 10, pages);
+    g_assert_cmpuint(tm_put(&t, TEST_SLOTS - 1, last), ==, VIRTIO_TMEM_S_OK);
+    g_assert_cmpuint(tm_simple(&t, VIRTIO_TMEM_T_INVALIDATE_RANGE, 2, 3), ==,
+                     VIRTIO_TMEM_S_OK);
+    for (i = 0; i < 10; i++) {
+        assert_slot(&t, i, i >= 2 && i < 5 ? NULL : pages[i]);
+    }
+    /* empty range, and a range up to the last slot */
+    g_assert_cmpuint(tm_simple(&t, VIRTIO_TMEM_T_INVALIDATE_RANGE, 7, 0), ==,
+                     VIRTIO_TMEM_S_OK);
+    assert_slot(&t, 7, pages[7]);
+    g_assert_cmpuint(tm_simple(&t, VIRTIO_TMEM_T_INVALIDATE_RANGE, 9,
+                               TEST_SLOTS - 9), ==, VIRTIO_TMEM_S_OK);
+    assert_slot(&t, 9, NULL);
+    assert_slot(&t, TEST_SLOTS - 1, NULL);
+    assert_slot(&t, 8, pages[8]);
+    g_assert_cmpuint(tm_stat(&t, "stored-pages"), ==, 6);
+    free_pages(pages, 10);
+    tm_stop(&t);
+}
+
+static void test_invalidate_all(void *obj, void *data, QGuestAllocator *alloc)
+{
+    uint8_t *pages[8];
+    Tm t;
+    int i;
+
+    tm_start(&t, obj, alloc);
+    put_range(&t, 100, 8, pages);
+    g_assert_cmpuint(tm_simple(&t, VIRTIO_TMEM_T_INVALIDATE_ALL, 0, 0), ==,
+                     VIRTIO_TMEM_S_OK);
+    for (i = 0; i < 8; i++) {
+        assert_slot(&t, 100 + i, NULL);
+    }
+    g_assert_cmpuint(tm_stat(&t, "stored-pages"), ==, 0);
+    /* the device works on afterwards */
+    g_assert_cmpuint(tm_put(&t, 100, pages[3]), ==, VIRTIO_TMEM_S_OK);
+    assert_slot(&t, 100, pages[3]);
+    free_pages(pages, 8);
+    tm_stop(&t);
+}
+
+static void test_invalidate_batch(void *obj, void *data,
+                                  QGuestAllocator *alloc)
+{
+    uint64_t drop[] = { 1, 3, 5, 7, 3, 500 };   /* 3 twice, 500 empty */
+    g_autofree uint64_t *big = g_new(uint64_t, VIRTIO_TMEM_MAX_BATCH);
+    uint8_t *pages[10];
+    Tm t;
+    int i;
+
+    tm_start(&t, obj, alloc);
+    put_range(&t, 0, 10, pages);
+    g_assert_cmpuint(tm_batch(&t, drop, G_N_ELEMENTS(drop),
+                              G_N_ELEMENTS(drop)), ==, VIRTIO_TMEM_S_OK);
+    for (i = 0; i < 10; i++) {
+        assert_slot(&t, i, (i & 1) && i < 8 ? NULL : pages[i]);
+    }
+    /* an empty batch */
+    g_assert_cmpuint(tm_batch(&t, drop, 0, 0), ==, VIRTIO_TMEM_S_OK);
+    /* the largest batch */
+    for (i = 0; i < VIRTIO_TMEM_MAX_BATCH; i++) {
+        big[i] = TEST_SLOTS - 1 - i;
+    }
+    big[0] = 8;
+    g_assert_cmpuint(tm_batch(&t, big, VIRTIO_TMEM_MAX_BATCH,
+                              VIRTIO_TMEM_MAX_BATCH), ==, VIRTIO_TMEM_S_OK);
+    assert_slot(&t, 8, NULL);
+    assert_slot(&t, 9, pages[9]);
+    g_assert_cmpuint(tm_stat(&t, "stored-pages"), ==, 5);
+    free_pages(pages, 10);
+    tm_stop(&t);
+}
+
+/*
+ * Several requests made available with one notification complete in
+ * order: an INVALIDATE never overtakes a later PUT of the same slot.
+ */
+static void test_batching_order(void *obj, void *data, QGuestAllocator *alloc)
+{
+    g_autofree uint8_t *a = make_page(3);
+    g_autofree uint8_t *b = make_page(4);
+    g_autofree uint8_t *buf = g_malloc(PAGE);
+    Req r[8];
+    uint32_t heads[8];
+    uint32_t expect[8] = {
+        VIRTIO_TMEM_S_OK, VIRTIO_TMEM_S_OK, VIRTIO_TMEM_S_OK,
+        VIRTIO_TMEM_S_OK, VIRTIO_TMEM_S_OK, VIRTIO_TMEM_S_OK,
+        VIRTIO_TMEM_S_NOENT, VIRTIO_TMEM_S_OK,
+    };
+    Tm t;
+    int i;
+
+    tm_start(&t, obj, alloc);
+    req_add(&t, &r[0], VIRTIO_TMEM_T_PUT, 7, 0, a, PAGE, RESP);
+    req_add(&t, &r[1], VIRTIO_TMEM_T_INVALIDATE, 7, 0, NULL, 0, RESP);
+    req_add(&t, &r[2], VIRTIO_TMEM_T_PUT, 7, 0, b, PAGE, RESP);
+    req_add(&t, &r[3], VIRTIO_TMEM_T_GET, 7, 0, NULL, 0, PAGE + RESP);
+    req_add(&t, &r[4], VIRTIO_TMEM_T_PUT, 8, 0, a, PAGE, RESP);
+    req_add(&t, &r[5], VIRTIO_TMEM_T_INVALIDATE_RANGE, 8, 1, NULL, 0, RESP);
+    req_add(&t, &r[6], VIRTIO_TMEM_T_GET, 8, 0, NULL, 0, PAGE + RESP);
+    req_add(&t, &r[7], VIRTIO_TMEM_T_PUT, 8, 0, a, PAGE, RESP);
+    for (i = 0; i < 8; i++) {
+        heads[i] = r[i].head;
+    }
+    publish(&t, heads, 8);
+    for (i = 0; i < 8; i++) {
+        req_wait(&t, &r[i], i == 0);
+        g_assert_cmpuint(req_status(&t, &r[i]), ==, expect[i]);
+    }
+    qtest_memread(t.qts, r[3].in_addr, buf, PAGE);
+    g_assert_cmpmem(buf, PAGE, b, PAGE);
+    for (i = 0; i < 8; i++) {
+        req_free(&t, &r[i]);
+    }
+    assert_slot(&t, 7, b);
+    assert_slot(&t, 8, a);
+    tm_stop(&t);
+}
+
+/* Descriptor framing does not matter, only the byte streams. */
+static void test_framing(void *obj, void *data, QGuestAllocator *alloc)
+{
+    g_autofree uint8_t *a = make_page(9);
+    g_autofree uint8_t *buf = g_malloc(PAGE);
+    struct virtio_tmem_req_hdr hdr = {
+        .type = cpu_to_le32(VIRTIO_TMEM_T_PUT),
+        .slot = cpu_to_le64(42),
+    };
+    uint64_t out, in;
+    uint32_t head;
+    Tm t;
+
+    tm_start(&t, obj, alloc);
+    /* PUT: header and page in one descriptor, the response alone */
+    out = guest_alloc(alloc, HDR + PAGE);
+    in = guest_alloc(alloc, PAGE + RESP);
+    qtest_memwrite(t.qts, out, &hdr, HDR);
+    qtest_memwrite(t.qts, out + HDR, a, PAGE);
+    head = qvirtqueue_add(t.qts, t.vq, out, HDR + PAGE, false, true);
+    qvirtqueue_add(t.qts, t.vq, in, RESP, true, false);
+    publish(&t, &head, 1);
+    qvirtio_wait_used_elem(t.qts, t.dev, t.vq, head, NULL, TMEM_TIMEOUT_US);
+    g_assert_cmpuint(qtest_readl(t.qts, in), ==, VIRTIO_TMEM_S_OK);
+
+    /* PUT: header split 10 + 14, page split 1 + 4000 + 95 */
+    hdr.slot = cpu_to_le64(43);
+    qtest_memwrite(t.qts, out, &hdr, HDR);
+    head = qvirtqueue_add(t.qts, t.vq, out, 10, false, true);
+    qvirtqueue_add(t.qts, t.vq, out + 10, 14, false, true);
+    qvirtqueue_add(t.qts, t.vq, out + HDR, 1, false, true);
+    qvirtqueue_add(t.qts, t.vq, out + HDR + 1, 4000, false, true);
+    qvirtqueue_add(t.qts, t.vq, out + HDR + 4001, 95, false, true);
+    qvirtqueue_add(t.qts, t.vq, in, RESP, true, false);
+    publish(&t, &head, 1);
+    qvirtio_wait_used_elem(t.qts, t.dev, t.vq, head, NULL, TMEM_TIMEOUT_US);
+    g_assert_cmpuint(qtest_readl(t.qts, in), ==, VIRTIO_TMEM_S_OK);
+
+    /* GET: page and response in one descriptor */
+    hdr.type = cpu_to_le32(VIRTIO_TMEM_T_GET);
+    qtest_memwrite(t.qts, out, &hdr, HDR);
+    head = qvirtqueue_add(t.qts, t.vq, out, HDR, false, true);
+    qvirtqueue_add(t.qts, t.vq, in, PAGE + RESP, true, false);
+    publish(&t, &head, 1);
+    qvirtio_wait_used_elem(t.qts, t.dev, t.vq, head, NULL, TMEM_TIMEOUT_US);
+    g_assert_cmpuint(qtest_readl(t.qts, in + PAGE), ==, VIRTIO_TMEM_S_OK);
+    qtest_memread(t.qts, in, buf, PAGE);
+    g_assert_cmpmem(buf, PAGE, a, PAGE);
+
+    /* GET: page split 2048 + 2050, the response across the last two */
+    hdr.slot = cpu_to_le64(42);
+    qtest_memwrite(t.qts, out, &hdr, HDR);
+    head = qvirtqueue_add(t.qts, t.vq, out, HDR, false, true);
+    qvirtqueue_add(t.qts, t.vq, in, 2048, true, true);
+    qvirtqueue_add(t.qts, t.vq, in + 2048, 2050, true, true);
+    qvirtqueue_add(t.qts, t.vq, in + 4098, 2, true, false);
+    publish(&t, &head, 1);
+    qvirtio_wait_used_elem(t.qts, t.dev, t.vq, head, NULL, TMEM_TIMEOUT_US);
+    g_assert_cmpuint(qtest_readl(t.qts, in + PAGE), ==, VIRTIO_TMEM_S_OK);
+    qtest_memread(t.qts, in, buf, PAGE);
+    g_assert_cmpmem(buf, PAGE, a, PAGE);
+
+    guest_free(alloc, out);
+    guest_free(alloc, in);
+    tm_stop(&t);
+}
+
+/* With a small limit (64 KiB from tmem_before): refusals */
+static void test_limit(void *obj, void *data, QGuestAllocator *alloc)
+{
+    uint8_t *pages[64];
+    g_autofree uint8_t *buf = g_malloc(PAGE);
+    int i, n = 0;
+    uint32_t st = VIRTIO_TMEM_S_OK;
+    Tm t;
+
+    tm_start(&t, obj, alloc);
+    g_assert_cmpuint(qvirtio_config_readq(t.dev,
+                         offsetof(struct virtio_tmem_config, limit)), ==,
+                     64 * KiB);
+    /* incompressible pages until the device refuses one */
+    for (i = 0; i < 64 && st == VIRTIO_TMEM_S_OK; i++) {
+        pages[i] = make_page(1000 + i);
+        st = tm_put(&t, i, pages[i]);
+        n = i + 1;
+    }
+    g_assert_cmpuint(st, ==, VIRTIO_TMEM_S_NOSPACE);
+    g_assert_cmpuint(n, >, 1);
+    g_assert_cmpuint(tm_stat(&t, "refusals"), ==, 1);
+    g_assert_cmpuint(tm_stat(&t, "memory-held"), <=, 64 * KiB);
+    /* the refused slot holds nothing, the others are intact */
+    assert_slot(&t, n - 1, NULL);
+    for (i = 0; i < n - 1; i++) {
+        assert_slot(&t, i, pages[i]);
+    }
+    /* a refused PUT over an older copy leaves no copy at all */
+    qom_set_u64(&t, BACKEND_PATH, "limit", 0);
+    g_assert_cmpuint(tm_put(&t, 0, pages[1]), ==, VIRTIO_TMEM_S_NOSPACE);
+    assert_slot(&t, 0, NULL);
+    /* a limit below usage drops nothing */
+    assert_slot(&t, 1, pages[1]);
+    g_assert_cmpuint(tm_stat(&t, "refusals"), ==, 2);
+    free_pages(pages, n);
+    tm_stop(&t);
+}
+
+/* Changing the limit at run time: qom-set on the proxy and the backend */
+static void test_runtime_limit(void *obj, void *data, QGuestAllocator *alloc)
+{
+    g_autofree uint8_t *a = make_page(11);
+    uint64_t usage;
+    Tm t;
+
+    tm_start(&t, obj, alloc);
+    g_assert_cmpuint(tm_put(&t, 1, a), ==, VIRTIO_TMEM_S_OK);
+    usage = tm_stat(&t, "memory-held");
+    g_assert_cmpuint(usage, >, 0);
+    g_assert_cmpuint(qom_get_u64(&t, DEV_PATH, "memory-held"), ==, usage);
+    g_assert_cmpuint(qom_get_u64(&t, DEV_PATH, "stored-pages"), ==, 1);
+
+    /* below usage: puts refused, nothing dropped, config updated */
+    qom_set_u64(&t, DEV_PATH, "limit", usage / 2);
+    qvirtio_wait_config_isr(t.dev, TMEM_TIMEOUT_US);
+    g_assert_cmpuint(qom_get_u64(&t, BACKEND_PATH, "limit"), ==, usage / 2);
+    g_assert_cmpuint(qvirtio_config_readq(t.dev,
+                         offsetof(struct virtio_tmem_config, limit)), ==,
+                     usage / 2);
+    g_assert_cmpuint(qvirtio_config_readq(t.dev,
+                         offsetof(struct virtio_tmem_config, shrink_target)),
+                     ==, usage / 2);
+    g_assert_cmpuint(tm_put(&t, 2, a), ==, VIRTIO_TMEM_S_NOSPACE);
+    assert_slot(&t, 1, a);
+    assert_slot(&t, 2, NULL);
+
+    /* raised again through the backend path */
+    qom_set_u64(&t, BACKEND_PATH, "limit", 128 * MiB);
+    qvirtio_wait_config_isr(t.dev, TMEM_TIMEOUT_US);
+    g_assert_cmpuint(qom_get_u64(&t, DEV_PATH, "limit"), ==, 128 * MiB);
+    g_assert_cmpuint(qvirtio_config_readq(t.dev,
+                         offsetof(struct virtio_tmem_config, limit)), ==,
+                     128 * MiB);
+    g_assert_cmpuint(tm_put(&t, 2, a), ==, VIRTIO_TMEM_S_OK);
+    assert_slot(&t, 2, a);
+    g_assert_cmpuint(tm_stat(&t, "refusals"), ==, 1);
+    g_assert_cmpuint(tm_stat(&t, "puts"), ==, 2);
+    tm_stop(&t);
+}
+
+static void test_reset(void *obj, void *data, QGuestAllocator *alloc)
+{
+    uint8_t *pages[4];
+    Tm t;
+    int i;
+
+    tm_start(&t, obj, alloc);
+    put_range(&t, 0, 4, pages);
+    g_assert_cmpuint(tm_stat(&t, "stored-pages"), ==, 4);
+    tm_restart(&t);
+    g_assert_cmpuint(tm_stat(&t, "stored-pages"), ==, 0);
+    g_assert_cmpuint(qvirtio_config_readq(t.dev,
+                         offsetof(struct virtio_tmem_config, usage)), ==,
+                     tm_stat(&t, "memory-held"));
+    for (i = 0; i < 4; i++) {
+        assert_slot(&t, i, NULL);
+    }
+    free_pages(pages, 4);
+    tm_stop(&t);
+}
+
+/* Bad requests answered with an error status */
+static void test_bad_status(void *obj, void *data, QGuestAllocator *alloc)
+{
+    g_autofree uint8_t *a = make_page(12);
+    g_autofree uint8_t *big = g_malloc0(2 * PAGE);
+    uint64_t slots[4] = { 1, 2, TEST_SLOTS, 3 };
+    uint8_t *keep[4];
+    Tm t;
+    int i;
+
+    tm_start(&t, obj, alloc);
+    put_range(&t, 0, 4, keep);
+
+    /* unknown request types */
+    g_assert_cmpuint(tm_simple(&t, 0, 0, 0), ==, VIRTIO_TMEM_S_UNSUPP);
+    g_assert_cmpuint(tm_simple(&t, 7, 0, 0), ==, VIRTIO_TMEM_S_UNSUPP);
+    g_assert_cmpuint(tm_simple(&t, 0xffffffff, 0, 0), ==,
+                     VIRTIO_TMEM_S_UNSUPP);
+    /* PUT: short page, long page, no page, page in the device-writable part */
+    g_assert_cmpuint(tm_req(&t, VIRTIO_TMEM_T_PUT, 5, 0, a, 100, RESP, NULL),
+                     ==, VIRTIO_TMEM_S_INVAL);
+    g_assert_cmpuint(tm_req(&t, VIRTIO_TMEM_T_PUT, 5, 0, big, PAGE + 1, RESP,
+                            NULL), ==, VIRTIO_TMEM_S_INVAL);
+    g_assert_cmpuint(tm_simple(&t, VIRTIO_TMEM_T_PUT, 5, 0), ==,
+                     VIRTIO_TMEM_S_INVAL);
+    g_assert_cmpuint(tm_req(&t, VIRTIO_TMEM_T_PUT, 5, 0, NULL, 0, PAGE + RESP,
+                            NULL), ==, VIRTIO_TMEM_S_INVAL);
+    assert_slot(&t, 5, NULL);
+    /* GET: no room for the page, page room device-readable, extra bytes */
+    g_assert_cmpuint(tm_simple(&t, VIRTIO_TMEM_T_GET, 1, 0), ==,
+                     VIRTIO_TMEM_S_INVAL);
+    g_assert_cmpuint(tm_req(&t, VIRTIO_TMEM_T_GET, 1, 0, big, PAGE, RESP,
+                            NULL), ==, VIRTIO_TMEM_S_INVAL);
+    g_assert_cmpuint(tm_req(&t, VIRTIO_TMEM_T_GET, 1, 0, NULL, 0, PAGE, NULL),
+                     ==, VIRTIO_TMEM_S_INVAL);
+    g_assert_cmpuint(tm_req(&t, VIRTIO_TMEM_T_GET, 1, 0, big, 8,
+                            PAGE + RESP, NULL), ==, VIRTIO_TMEM_S_INVAL);
+    /* INVALIDATE and ALL with a payload or a page room */
+    g_assert_cmpuint(tm_req(&t, VIRTIO_TMEM_T_INVALIDATE, 1, 0, big, 8, RESP,
+                            NULL), ==, VIRTIO_TMEM_S_INVAL);
+    g_assert_cmpuint(tm_req(&t, VIRTIO_TMEM_T_INVALIDATE_ALL, 0, 0, NULL, 0,
+                            PAGE + RESP, NULL), ==, VIRTIO_TMEM_S_INVAL);
+    /* slots out of range */
+    g_assert_cmpuint(tm_put(&t, TEST_SLOTS, a), ==, VIRTIO_TMEM_S_INVAL);
+    g_assert_cmpuint(tm_put(&t, UINT64_MAX, a), ==, VIRTIO_TMEM_S_INVAL);
+    g_assert_cmpuint(tm_put(&t, 1ull << 32, a), ==, VIRTIO_TMEM_S_INVAL);
+    assert_slot(&t, 0, keep[0]);
+    g_assert_cmpuint(tm_get(&t, TEST_SLOTS, big), ==, VIRTIO_TMEM_S_INVAL);
+    g_assert_cmpuint(tm_simple(&t, VIRTIO_TMEM_T_INVALIDATE, TEST_SLOTS, 0),
+                     ==, VIRTIO_TMEM_S_INVAL);
+    /* ranges that leave the slots or overflow; nothing is dropped */
+    g_assert_cmpuint(tm_simple(&t, VIRTIO_TMEM_T_INVALIDATE_RANGE, 1,
+                               UINT64_MAX), ==, VIRTIO_TMEM_S_INVAL);
+    g_assert_cmpuint(tm_simple(&t, VIRTIO_TMEM_T_INVALIDATE_RANGE, UINT64_MAX,
+                               2), ==, VIRTIO_TMEM_S_INVAL);
+    g_assert_cmpuint(tm_simple(&t, VIRTIO_TMEM_T_INVALIDATE_RANGE, 0,
+                               TEST_SLOTS + 1), ==, VIRTIO_TMEM_S_INVAL);
+    g_assert_cmpuint(tm_simple(&t, VIRTIO_TMEM_T_INVALIDATE_RANGE,
+                               TEST_SLOTS + 1, 0), ==, VIRTIO_TMEM_S_INVAL);
+    /* batches: too many, count and buffer disagree, a bad slot */
+    g_assert_cmpuint(tm_batch(&t, slots, VIRTIO_TMEM_MAX_BATCH + 1, 4), ==,
+                     VIRTIO_TMEM_S_INVAL);
+    g_assert_cmpuint(tm_batch(&t, slots, UINT64_MAX, 4), ==,
+                     VIRTIO_TMEM_S_INVAL);
+    g_assert_cmpuint(tm_batch(&t, slots, 1ull << 61, 0), ==,
+                     VIRTIO_TMEM_S_INVAL);
+    g_assert_cmpuint(tm_batch(&t, slots, 3, 2), ==, VIRTIO_TMEM_S_INVAL);
+    g_assert_cmpuint(tm_batch(&t, slots, 1, 2), ==, VIRTIO_TMEM_S_INVAL);
+    g_assert_cmpuint(tm_batch(&t, slots, 4, 4), ==, VIRTIO_TMEM_S_INVAL);
+    for (i = 0; i < 4; i++) {
+        assert_slot(&t, i, keep[i]);
+    }
+    g_assert_cmpuint(tm_stat(&t, "stored-pages"), ==, 4);
+    g_assert_false(t.dev->bus->get_status(t.dev) &
+                   VIRTIO_CONFIG_S_NEEDS_RESET);
+    assert_alive(&t);
+    free_pages(keep, 4);
+    tm_stop(&t);
+}
+
+/* A header shorter than 24 bytes: INVAL */
+static void test_bad_short_header(void *obj, void *data,
+                                  QGuestAllocator *alloc)
+{
+    uint64_t out, in;
+    uint32_t head, hdr[2] = { cpu_to_le32(VIRTIO_TMEM_T_INVALIDATE_ALL) };
+    Tm t;
+
+    tm_start(&t, obj, alloc);
+    out = guest_alloc(alloc, 8);
+    in = guest_alloc(alloc, RESP);
+    qtest_memwrite(t.qts, out, hdr, 8);
+    head = qvirtqueue_add(t.qts, t.vq, out, 8, false, true);
+    qvirtqueue_add(t.qts, t.vq, in, RESP, true, false);
+    publish(&t, &head, 1);
+    qvirtio_wait_used_elem(t.qts, t.dev, t.vq, head, NULL, TMEM_TIMEOUT_US);
+    g_assert_cmpuint(qtest_readl(t.qts, in), ==, VIRTIO_TMEM_S_INVAL);
+
+    /* no device-readable part at all */
+    head = qvirtqueue_add(t.qts, t.vq, in, RESP, true, false);
+    publish(&t, &head, 1);
+    qvirtio_wait_used_elem(t.qts, t.dev, t.vq, head, NULL, TMEM_TIMEOUT_US);
+    g_assert_cmpuint(qtest_readl(t.qts, in), ==, VIRTIO_TMEM_S_INVAL);
+    assert_alive(&t);
+    tm_stop(&t);
+}
+
+typedef enum {
+    BROKEN_NO_RESP,         /* response descriptor device-readable */
+    BROKEN_ONLY_OUT,        /* header only */
+    BROKEN_SHORT_RESP,      /* 2 device-writable bytes */
+    BROKEN_HUGE_IN,         /* more device-writable bytes than any request */
+    BROKEN_BEYOND_RAM,      /* a buffer crossing the end of guest RAM */
+} BrokenKind;
+
+/* Requests without room for a status break the device; QEMU survives. */
+static void test_bad_broken(void *obj, void *data, QGuestAllocator *alloc)
+{
+    BrokenKind kind = ((TestArg *)data)->kind;
+    g_autofree uint8_t *a = make_page(13);
+    struct virtio_tmem_req_hdr hdr = {
+        .type = cpu_to_le32(VIRTIO_TMEM_T_PUT),
+        .slot = cpu_to_le64(3),
+    };
+    uint64_t out, in, ram_end;
+    uint32_t head;
+    Tm t;
+
+    tm_start(&t, obj, alloc);
+    g_assert_cmpuint(tm_put(&t, 1, a), ==, VIRTIO_TMEM_S_OK);
+    out = guest_alloc(alloc, HDR + PAGE);
+    in = guest_alloc(alloc, 2 * PAGE);
+    qtest_memwrite(t.qts, out, &hdr, HDR);
+    qtest_memwrite(t.qts, out + HDR, a, PAGE);
+    head = qvirtqueue_add(t.qts, t.vq, out, HDR, false, true);
+    switch (kind) {
+    case BROKEN_NO_RESP:
+        qvirtqueue_add(t.qts, t.vq, out + HDR, PAGE, false, true);
+        qvirtqueue_add(t.qts, t.vq, in, RESP, false, false);
+        break;
+    case BROKEN_ONLY_OUT:
+        qvirtqueue_add(t.qts, t.vq, out + HDR, PAGE, false, false);
+        break;
+    case BROKEN_SHORT_RESP:
+        qvirtqueue_add(t.qts, t.vq, out + HDR, PAGE, false, true);
+        qvirtqueue_add(t.qts, t.vq, in, 2, true, false);
+        break;
+    case BROKEN_HUGE_IN:
+        qvirtqueue_add(t.qts, t.vq, out + HDR, PAGE, false, true);
+        qvirtqueue_add(t.qts, t.vq, in, 2 * PAGE, true, false);
+        break;
+    case BROKEN_BEYOND_RAM:
+        /*
+         * The pc machine of qos-test has 128 MiB of RAM. The header
+         * crosses its end (QEMU maps the part beyond through its one
+         * bounce buffer), the page lies far beyond it: virtqueue_pop()
+         * cannot map it and QEMU's own virtio_error() path runs.
+         */
+        ram_end = 128 * MiB;
+        qvirtqueue_add(t.qts, t.vq, ram_end - 16, HDR, false, true);
+        qvirtqueue_add(t.qts, t.vq, 1ull << 40, PAGE, false, true);
+        qvirtqueue_add(t.qts, t.vq, in, RESP, true, false);
+        break;
+    }
+    publish(&t, &head, 1);
+    g_assert_true(device_broken(&t));
+    /* no completion for the bad request */
+    g_assert_false(qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
+    assert_alive(&t);
+    g_assert_cmpuint(tm_stat(&t, "stored-pages"), ==, 1);
+
+    /* a reset makes it work again (and empties the store) */
+    tm_restart(&t);
+    g_assert_false(t.dev->bus->get_status(t.dev) &
+                   VIRTIO_CONFIG_S_NEEDS_RESET);
+    assert_slot(&t, 1, NULL);
+    g_assert_cmpuint(tm_put(&t, 1, a), ==, VIRTIO_TMEM_S_OK);
+    assert_slot(&t, 1, a);
+    guest_free(alloc, out);
+    guest_free(alloc, in);
+    tm_stop(&t);
+}
+
+/* Migration is refused with a clear error */
+static void test_migration_blocked(void *obj, void *data,
+                                   QGuestAllocator *alloc)
+{
+    QDict *resp, *err;
+    Tm t;
+
+    tm_start(&t, obj, alloc);
+    resp = qtest_qmp(t.qts, "{'execute': 'migrate', 'arguments':"
+                     " {'uri': 'exec:cat > /dev/null'}}");
+    g_assert(qdict_haskey(resp, "error"));
+    err = qdict_get_qdict(resp, "error");
+    g_assert_nonnull(strstr(qdict_get_str(err, "desc"), "virtio-tmem"));
+    qobject_unref(resp);
+    assert_alive(&t);
+    tm_stop(&t);
+}
+
+static void register_virtio_tmem_test(void)
+{
+    static TestArg small_arg = { .limit = "64K" };
+    static TestArg broken_args[] = {
+        { .kind = BROKEN_NO_RESP }, { .kind = BROKEN_ONLY_OUT },
+        { .kind = BROKEN_SHORT_RESP }, { .kind = BROKEN_HUGE_IN },
+        { .kind = BROKEN_BEYOND_RAM },
+    };
+    QOSGraphTestOptions opts = { .before = tmem_before };
+    QOSGraphTestOptions small = { .before = tmem_before, .arg = &small_arg };
+    QOSGraphTestOptions broken = { .before = tmem_before };
+    static const char *broken_names[] = {
+        [BROKEN_NO_RESP] = "bad-no-response",
+        [BROKEN_ONLY_OUT] = "bad-only-out",
+        [BROKEN_SHORT_RESP] = "bad-short-response",
+        [BROKEN_HUGE_IN] = "bad-huge-in",
+        [BROKEN_BEYOND_RAM] = "bad-beyond-ram",
+    };
+    int i;
+
+    qos_add_test("config", "virtio-tmem", test_config, &opts);
+    qos_add_test("put-get", "virtio-tmem", test_put_get, &opts);
+    qos_add_test("invalidate", "virtio-tmem", test_invalidate, &opts);
+    qos_add_test("invalidate-range", "virtio-tmem", test_invalidate_range,
+                 &opts);
+    qos_add_test("invalidate-all", "virtio-tmem", test_invalidate_all, &opts);
+    qos_add_test("invalidate-batch", "virtio-tmem", test_invalidate_batch,
+                 &opts);
+    qos_add_test("batching-order", "virtio-tmem", test_batching_order, &opts);
+    qos_add_test("framing", "virtio-tmem", test_framing, &opts);
+    qos_add_test("limit", "virtio-tmem", test_limit, &small);
+    qos_add_test("runtime-limit", "virtio-tmem", test_runtime_limit, &opts);
+    qos_add_test("reset", "virtio-tmem", test_reset, &opts);
+    qos_add_test("bad-status", "virtio-tmem", test_bad_status, &opts);
+    qos_add_test("bad-short-header", "virtio-tmem", test_bad_short_header,
+                 &opts);
+    for (i = 0; i < G_N_ELEMENTS(broken_names); i++) {
+        broken.arg = &broken_args[i];
+        qos_add_test(broken_names[i], "virtio-tmem", test_bad_broken, &broken);
+    }
+    qos_add_test("migration-blocked", "virtio-tmem", test_migration_blocked,
+                 &opts);
+}
+
+libqos_init(register_virtio_tmem_test);
