@@ -98,6 +98,9 @@ struct vtmem_stats {
 	atomic64_t inv_overflows;
 	atomic64_t range_reqs;
 	atomic64_t notify_free;
+	atomic64_t disk_reads;
+	atomic64_t disk_writes;
+	atomic64_t bio_pages;
 	atomic64_t failed_reads;
 	atomic64_t failed_writes;
 	atomic64_t invalid_io;
@@ -270,6 +273,7 @@ static int vt_disk_io(struct vtmem *vt, unsigned long blk, struct page *page,
 	__bio_add_page(bio, page, PAGE_SIZE, off);
 	ret = submit_bio_wait(bio);
 	bio_put(bio);
+	atomic64_inc(write ? &vt->stats.disk_writes : &vt->stats.disk_reads);
 	return ret;
 }
 
@@ -826,6 +830,7 @@ static void vt_do_bio(struct vtmem *vt, struct bio *bio)
 			}
 			if (ret)
 				break;
+			atomic64_inc(&vt->stats.bio_pages);
 			index++;
 		}
 		if (ret)
@@ -1254,6 +1259,7 @@ static ssize_t stat_show(struct device *dev, struct device_attribute *attr,
 		"host_gets %lld\nhost_errors %lld\ninvalidated_slots %lld\n"
 		"invalidate_batches %lld\ninvalidate_ranges %lld\n"
 		"invalidate_overflows %lld\nnotify_free %lld\n"
+		"disk_reads %lld\ndisk_writes %lld\nbio_pages %lld\n"
 		"failed_reads %lld\nfailed_writes %lld\ninvalid_io %lld\n",
 		atomic64_read(&s->pages_host), atomic64_read(&s->pages_disk),
 		atomic64_read(&s->pages_same), blocks_used, vt->nr_blocks,
@@ -1262,7 +1268,9 @@ static ssize_t stat_show(struct device *dev, struct device_attribute *attr,
 		atomic64_read(&s->host_gets), atomic64_read(&s->host_errors),
 		atomic64_read(&s->inv_slots), atomic64_read(&s->inv_reqs),
 		atomic64_read(&s->range_reqs), atomic64_read(&s->inv_overflows),
-		atomic64_read(&s->notify_free), atomic64_read(&s->failed_reads),
+		atomic64_read(&s->notify_free), atomic64_read(&s->disk_reads),
+		atomic64_read(&s->disk_writes), atomic64_read(&s->bio_pages),
+		atomic64_read(&s->failed_reads),
 		atomic64_read(&s->failed_writes), atomic64_read(&s->invalid_io));
 }
 

@@ -1,0 +1,811 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""End-to-end tests of vtmem: boot a Debian 6.1 guest in our QEMU with the
+virtio-tmem device, swap through /dev/vtmem0, verify data and statistics.
+
+Usage: vtmem_e2e.py [options] SCENARIO
+Scenarios: fits small-limit limit-change nodisk-full nodevice cycle-reboot
+           thp unplug bench (bench is a measurement, not a test)
+
+Paths come from options or the environment:
+  --qemu / VTMEM_QEMU          our qemu-system-x86_64
+  --ko / VTMEM_KO              virtio_tmem.ko
+  --setup / VTMEM_SETUP        guest-driver/vtmem-setup
+  --swapverify / VTMEM_SWAPVERIFY   static workload binary
+  --workdir / VTMEM_E2E_WORKDIR     scratch dir (default: a temp dir)
+  VTMEM_CACHE (default ~/.cache/vtmem): where guest-kernel.sh unpacked the kernel
+  VTMEM_ACCEL: tcg (default), kvm, or auto (probe KVM once, cache the answer)
+Exit status 0 = pass, 77 = skipped, 1 = fail.
+"""
+
+import argparse
+import json
+import os
+import queue
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CACHE = os.environ.get("VTMEM_CACHE", os.path.expanduser("~/.cache/vtmem"))
+VIRTIO_MODS = ["virtio", "virtio_ring", "virtio_pci_modern_dev",
+               "virtio_pci_legacy_dev", "virtio_pci", "virtio_blk"]
+BAD_CONSOLE = re.compile(r"BUG:|Oops|WARNING:|KASAN|UBSAN|Kernel panic|"
+                         r"general protection fault|list_del corruption|"
+                         r"soft lockup|hung_task|INFO: task .* blocked")
+TM = "/machine/peripheral/tm0"
+KO = "/lib/vtmem/virtio_tmem.ko"
+
+
+class Fail(Exception):
+    pass
+
+
+def log(msg):
+    print("[e2e %s] %s" % (time.strftime("%H:%M:%S"), msg), flush=True)
+
+
+# ---------------------------------------------------------------- guest image
+
+INIT = r"""#!/bin/sh
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+for m in $(cat /lib/vtmem/virtio-order); do
+	insmod /lib/vtmem/mods/$m.ko || echo "VTMEM-FAIL insmod $m"
+done
+
+sync_host() {
+	echo "VTMEM-SYNC $1"
+	read -r VTMEM_REPLY
+}
+
+stat_dump() {
+	if [ -d /sys/block/vtmem0/vtmem ]; then
+		vtmem-setup stats | sed "s/^/VTMEM-STAT $1 /"
+	fi
+	sed -n 's/^\(pswpin\|pswpout\|thp_swpout\|thp_swpout_fallback\|oom_kill\) \(.*\)/VTMEM-STAT '"$1"' vm_\1 \2/p' /proc/vmstat
+}
+
+# workload TAG MIB SEED MEMMAX [swapverify args]
+workload() {
+	tag=$1 mib=$2 seed=$3 max=$4
+	shift 4
+	mkdir -p /sys/fs/cgroup/w
+	echo +memory > /sys/fs/cgroup/cgroup.subtree_control
+	echo "$max" > /sys/fs/cgroup/w/memory.max
+	echo "VTMEM-MARK workload $tag start"
+	VTMEM_STATS_CMD="/bin/sh -c '. /lib/vtmem/lib.sh; stat_dump $tag-written'" \
+		sh -c 'echo $$ > /sys/fs/cgroup/w/cgroup.procs && exec /bin/swapverify "$@"' \
+		sv "$mib" "$seed" "$@"
+	rc=$?
+	echo "VTMEM-RC $tag $rc"
+}
+
+setup() {
+	vtmem-setup -m $KO "$@" start || echo "VTMEM-FAIL vtmem-setup start"
+}
+
+KO=/lib/vtmem/virtio_tmem.ko
+"""
+
+
+def find_kernel():
+    gk = os.path.join(HERE, "guest-kernel.sh")
+    if os.environ.get("VTMEM_KVER"):
+        kver = os.environ["VTMEM_KVER"]
+    else:
+        # Prefer what is unpacked already (no registry access needed).
+        have = sorted((d[len("kernel-"):] for d in os.listdir(CACHE)
+                       if d.startswith("kernel-6.1.0-") and
+                       os.path.exists(os.path.join(CACHE, d, ".done")))
+                      if os.path.isdir(CACHE) else [],
+                      key=lambda v: int(v.split("-")[1]))
+        if have:
+            kver = have[-1]
+        else:
+            kver = subprocess.check_output(["sh", gk, "fetch"], text=True).strip()
+    root = os.path.join(CACHE, "kernel-" + kver)
+    vmlinuz = os.path.join(root, "boot", "vmlinuz-" + kver)
+    if not os.path.exists(vmlinuz):
+        subprocess.check_call(["sh", gk, "fetch"], stdout=subprocess.DEVNULL)
+    return kver, root, vmlinuz
+
+
+def mod_path(root, kver, name):
+    base = os.path.join(root, "lib", "modules", kver, "kernel")
+    for d, _, files in os.walk(base):
+        if name + ".ko" in files:
+            return os.path.join(d, name + ".ko")
+    raise Fail("module %s not found in %s" % (name, base))
+
+
+def mod_order(root, kver, names):
+    order = []
+
+    def visit(n):
+        if n in order:
+            return
+        deps = subprocess.check_output(
+            ["modinfo", "-F", "depends", mod_path(root, kver, n)],
+            text=True).strip()
+        for d in filter(None, deps.split(",")):
+            visit(d)
+        order.append(n)
+    for n in names:
+        visit(n)
+    return order
+
+
+def build_initramfs(args, workdir):
+    kver, root, vmlinuz = find_kernel()
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    st = os.path.join(workdir, "initramfs-root")
+    shutil.rmtree(st, ignore_errors=True)
+    for d in ["bin", "sbin", "dev", "proc", "sys", "tmp", "lib/vtmem/mods"]:
+        os.makedirs(os.path.join(st, d))
+    shutil.copy(busybox, os.path.join(st, "bin", "busybox"))
+    applets = subprocess.check_output([busybox, "--list"], text=True).split()
+    for a in applets:
+        p = os.path.join(st, "bin", a)
+        if not os.path.exists(p):
+            os.symlink("busybox", p)
+    order = mod_order(root, kver, VIRTIO_MODS)
+    for m in order:
+        shutil.copy(mod_path(root, kver, m), os.path.join(st, "lib/vtmem/mods"))
+    with open(os.path.join(st, "lib/vtmem/virtio-order"), "w") as f:
+        f.write("\n".join(order) + "\n")
+    shutil.copy(args.ko, os.path.join(st, "lib/vtmem/virtio_tmem.ko"))
+    shutil.copy(args.setup, os.path.join(st, "bin/vtmem-setup"))
+    shutil.copy(args.swapverify, os.path.join(st, "bin/swapverify"))
+    lib = INIT.split("sync_host() {", 1)
+    with open(os.path.join(st, "lib/vtmem/lib.sh"), "w") as f:
+        f.write("sync_host() {" + lib[1])
+    with open(os.path.join(st, "init"), "w") as f:
+        f.write(INIT + "\n. /scenario.sh\necho VTMEM-DONE\npoweroff -f\n")
+    for p in ["init", "bin/vtmem-setup", "bin/swapverify"]:
+        os.chmod(os.path.join(st, p), 0o755)
+    base = os.path.join(workdir, "base.cpio")
+    files = subprocess.check_output(["find", "."], cwd=st)
+    with open(base, "wb") as out:
+        subprocess.run(["cpio", "--quiet", "-o", "-H", "newc"], cwd=st,
+                       input=files, stdout=out, check=True)
+    return vmlinuz, base
+
+
+def scenario_initramfs(workdir, base, script):
+    d = tempfile.mkdtemp(dir=workdir, prefix="scn-")
+    with open(os.path.join(d, "scenario.sh"), "w") as f:
+        f.write(script)
+    out = os.path.join(workdir, "initrd-%s.cpio" % os.path.basename(d))
+    with open(out, "wb") as o:
+        with open(base, "rb") as b:
+            shutil.copyfileobj(b, o)
+        subprocess.run(["cpio", "--quiet", "-o", "-H", "newc"], cwd=d,
+                       input=b"scenario.sh\n", stdout=o, check=True)
+    return out
+
+
+# ---------------------------------------------------------------------- QMP
+
+class QMP:
+    def __init__(self, path, timeout=30):
+        deadline = time.time() + timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX)
+                self.sock.connect(path)
+                break
+            except OSError:
+                self.sock.close()
+                if time.time() > deadline:
+                    raise Fail("QMP socket %s did not appear" % path)
+                time.sleep(0.1)
+        self.f = self.sock.makefile("rwb")
+        self.lock = threading.Lock()
+        self.events = []
+        self._read()
+        self.cmd("qmp_capabilities")
+
+    def _read(self):
+        line = self.f.readline()
+        if not line:
+            raise Fail("QMP connection closed")
+        return json.loads(line)
+
+    def cmd(self, name, **arguments):
+        with self.lock:
+            msg = {"execute": name}
+            if arguments:
+                msg["arguments"] = arguments
+            self.f.write(json.dumps(msg).encode() + b"\n")
+            self.f.flush()
+            while True:
+                r = self._read()
+                if "event" in r:
+                    self.events.append(r)
+                    continue
+                if "error" in r:
+                    raise Fail("QMP %s: %s" % (name, r["error"]))
+                return r.get("return")
+
+    def get(self, prop):
+        return self.cmd("qom-get", path=TM, property=prop)
+
+    def set(self, prop, value):
+        return self.cmd("qom-set", path=TM, property=prop, value=value)
+
+    def host_stats(self):
+        return {p: self.get(p) for p in ["stored-pages", "compressed-bytes",
+                                         "memory-held", "refusals",
+                                         "invalidations", "limit"]}
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+# --------------------------------------------------------------------- guest
+
+class Guest:
+    """One QEMU run; reads the console line by line."""
+
+    def __init__(self, args, workdir, vmlinuz, initrd, tm=None, disks=(),
+                 mem="256M", reboot=False, accel="tcg", extra=()):
+        self.workdir = workdir
+        self.qmp_path = os.path.join(workdir, "qmp-%d.sock" % os.getpid())
+        if os.path.exists(self.qmp_path):
+            os.unlink(self.qmp_path)
+        cmd = [args.qemu, "-accel", accel, "-smp", "1", "-m", mem,
+               "-display", "none", "-monitor", "none", "-nic", "none",
+               "-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con",
+               "-kernel", vmlinuz, "-initrd", initrd,
+               "-append", "console=ttyS0 rdinit=/init panic=-1 "
+               "random.trust_cpu=on transparent_hugepage=madvise "
+               "zswap.enabled=0 loglevel=4",
+               "-qmp", "unix:%s,server=on,wait=off" % self.qmp_path]
+        if accel == "kvm":
+            cmd += ["-cpu", "host"]
+        for d in ["/usr/share/seabios", "/usr/share/qemu", "/usr/lib/ipxe/qemu"]:
+            if os.path.isdir(d):
+                cmd += ["-L", d]
+        if not reboot:
+            cmd.append("-no-reboot")
+        if tm is not None:
+            cmd += ["-device", "virtio-tmem-pci,id=tm0," + tm]
+        for i, (path, size_mb) in enumerate(disks):
+            with open(path, "wb") as f:
+                f.truncate(size_mb << 20)
+            cmd += ["-drive", "file=%s,format=raw,if=none,id=d%d,cache=unsafe"
+                    % (path, i), "-device", "virtio-blk-pci,drive=d%d" % i]
+        cmd += list(extra)
+        self.cmd = cmd
+        self.console = open(os.path.join(workdir, "console.log"), "w")
+        self.lines = queue.Queue()
+        self.start = time.time()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT)
+        self.reader = threading.Thread(target=self._reader, daemon=True)
+        self.reader.start()
+        self.qmp = QMP(self.qmp_path)
+        self.bad = []
+
+    def _reader(self):
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            self.console.write("%7.2f %s\n" % (time.time() - self.start, line))
+            self.console.flush()
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def reply(self, text):
+        self.proc.stdin.write(text.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def next_line(self, deadline):
+        left = deadline - time.time()
+        if left <= 0:
+            raise Fail("timeout")
+        try:
+            line = self.lines.get(timeout=left)
+        except queue.Empty:
+            raise Fail("timeout")
+        if line is not None and BAD_CONSOLE.search(line):
+            self.bad.append(line)
+        return line
+
+    def stop(self):
+        self.qmp.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.console.close()
+
+
+class Run:
+    """State of one scenario run: parsed console output."""
+
+    def __init__(self):
+        self.stats = {}          # tag -> {key: int}
+        self.results = {}        # tag -> dict(ok, bad, rc, ...)
+        self.host = {}           # sync name -> host stats
+        self.fails = []
+        self.marks = []
+        self.pending_result = None
+        self.boot = 0
+
+    def st(self, tag, key):
+        try:
+            return self.stats[tag][key]
+        except KeyError:
+            raise Fail("no guest stat %s/%s" % (tag, key))
+
+
+def parse_line(run, line):
+    m = re.search(r"VTMEM-STAT (\S+) (\S+) (-?\d+)", line)
+    if m:
+        run.stats.setdefault(m.group(1), {})[m.group(2)] = int(m.group(3))
+        return
+    m = re.search(r"VTMEM-RESULT (\w+) (.*)", line)
+    if m:
+        r = {"status": m.group(1)}
+        for kv in m.group(2).split():
+            k, v = kv.split("=")
+            r[k] = int(v)
+        run.pending_result = r
+        return
+    m = re.search(r"VTMEM-RC (\S+) (\d+)", line)
+    if m:
+        r = run.pending_result or {"status": "none"}
+        r["rc"] = int(m.group(2))
+        run.results[m.group(1)] = r
+        run.pending_result = None
+        return
+    m = re.search(r"VTMEM-FAIL (.*)", line)
+    if m:
+        run.fails.append(m.group(1))
+    m = re.search(r"VTMEM-MARK (.*)", line)
+    if m:
+        run.marks.append(m.group(1))
+
+
+def wait_host(g, cond, timeout=10.0):
+    """Poll host stats until cond(stats) holds; returns the last stats."""
+    deadline = time.time() + timeout
+    while True:
+        s = g.qmp.host_stats()
+        if cond(s) or time.time() > deadline:
+            return s
+        time.sleep(0.2)
+
+
+# ----------------------------------------------------------------- scenarios
+
+def expect(cond, what):
+    if not cond:
+        raise Fail(what)
+    log("ok: " + what)
+
+
+def result_ok(run, tag):
+    r = run.results.get(tag)
+    expect(r is not None and r["status"] == "ok" and r["rc"] == 0 and
+           r.get("bad", 1) == 0, "workload %s verified: %s" % (tag, r))
+    return r
+
+
+class Scenario:
+    name = ""
+    tm = "limit=512M"
+    disk_mb = 256
+    reboot = False
+    timeout = 300
+    allow_io_errors = False
+    script = ""
+
+    def on_sync(self, g, run, name):
+        if name == "boot":
+            run.boot += 1
+            return str(run.boot)
+        if name in ("written",):
+            if g.qmp and self.tm is not None:
+                run.host[name] = g.qmp.host_stats()
+        return "go"
+
+    def on_start(self, g, run):
+        pass
+
+    def check(self, run):
+        pass
+
+
+WL = "workload main 160 1 64M sync\n"
+
+
+class Fits(Scenario):
+    name = "fits"
+    script = ("sync_host boot\nsetup -b /dev/vda -s 512M\nstat_dump setup\n" + WL +
+              "stat_dump after-exit\nsync_host after-exit\n"
+              "vtmem-setup stop\nstat_dump after-stop\nsync_host after-stop\n")
+
+    def on_sync(self, g, run, name):
+        if name == "after-exit":
+            run.host[name] = wait_host(g, lambda s: s["stored-pages"] == 0)
+        elif name == "after-stop":
+            run.host[name] = wait_host(g, lambda s: s["stored-pages"] == 0)
+        return super().on_sync(g, run, name)
+
+    def check(self, run):
+        result_ok(run, "main")
+        w = run.host["written"]
+        expect(w["stored-pages"] > 0, "host holds pages while swapped out (%d)"
+               % w["stored-pages"])
+        expect(run.st("main-written", "pages_host") > 0, "guest: pages on host")
+        expect(run.st("main-written", "disk_blocks_used") == 0,
+               "guest: no disk blocks used")
+        expect(run.st("after-exit", "host_refusals") == 0, "no refusals")
+        expect(run.st("after-exit", "disk_writes") == 0, "no disk writes")
+        expect(run.st("after-exit", "pages_host") == 0 and
+               run.st("after-exit", "pages_disk") == 0,
+               "guest: nothing stored after exit")
+        expect(run.st("after-exit", "invalidated_slots") > 0,
+               "invalidations sent")
+        expect(run.host["after-exit"]["stored-pages"] == 0,
+               "host usage back to 0 after exit (%s)" % run.host["after-exit"])
+        expect(run.host["after-stop"]["stored-pages"] == 0,
+               "host empty after swapoff (%s)" % run.host["after-stop"])
+        expect(run.st("after-exit", "failed_reads") == 0 and
+               run.st("after-exit", "failed_writes") == 0, "no failed I/O")
+
+
+class SmallLimit(Scenario):
+    name = "small-limit"
+    tm = "limit=16M"
+    script = ("sync_host boot\nsetup -b /dev/vda -s 512M\n" + WL +
+              "stat_dump end\nvtmem-setup stop\n")
+
+    def check(self, run):
+        result_ok(run, "main")
+        expect(run.host["written"]["stored-pages"] > 0, "host holds some pages")
+        expect(run.host["written"]["refusals"] > 0, "host refused pages")
+        expect(run.st("main-written", "host_refusals") > 0, "guest saw refusals")
+        expect(run.st("main-written", "disk_blocks_used") > 0 and
+               run.st("main-written", "pages_disk") > 0,
+               "overflow on the backing disk")
+        expect(run.st("end", "failed_reads") == 0 and
+               run.st("end", "failed_writes") == 0, "no failed I/O")
+
+
+class LimitChange(Scenario):
+    name = "limit-change"
+    tm = "limit=32M"
+    script = ("sync_host boot\nsetup -b /dev/vda -s 512M\n" +
+              "workload main 160 7 64M sync passes=2\n"
+              "stat_dump end\nsync_host end\nvtmem-setup stop\n")
+
+    def on_sync(self, g, run, name):
+        if name == "written":
+            run.host[name] = g.qmp.host_stats()
+            g.qmp.set("limit", 4 << 20)
+            self.stop = threading.Event()
+            self.changes = 0
+
+            def toggle():
+                vals = [256 << 20, 2 << 20, 64 << 20, 8 << 20]
+                while not self.stop.wait(0.4):
+                    g.qmp.set("limit", vals[self.changes % len(vals)])
+                    self.changes += 1
+            self.t = threading.Thread(target=toggle, daemon=True)
+            self.t.start()
+            return "go"
+        if name == "end":
+            self.stop.set()
+            self.t.join()
+            run.host[name] = g.qmp.host_stats()
+        return super().on_sync(g, run, name)
+
+    def check(self, run):
+        result_ok(run, "main")
+        log("limit changed %d times while verifying" % self.changes)
+        expect(self.changes >= 2, "limit changed while the workload ran")
+        expect(run.host["end"]["refusals"] > 0, "host refused pages")
+        expect(run.st("end", "failed_reads") == 0 and
+               run.st("end", "failed_writes") == 0, "no failed I/O")
+
+
+class NoDiskFull(Scenario):
+    name = "nodisk-full"
+    tm = "limit=8M"
+    disk_mb = 0
+    allow_io_errors = True
+    script = ("sync_host boot\nsetup -s 512M\n"
+              "workload main 160 11 64M\nstat_dump end\nvtmem-setup stop\n"
+              "stat_dump stopped\n")
+
+    def check(self, run):
+        r = run.results.get("main")
+        expect(r is not None, "workload finished or was killed: %s" % r)
+        expect(r["status"] != "fail" and r.get("bad", 0) == 0,
+               "no corrupted page")
+        expect(run.st("end", "failed_writes") > 0, "kernel saw write errors")
+        expect(run.st("end", "failed_reads") == 0, "no failed reads")
+
+
+class NoDevice(Scenario):
+    name = "nodevice"
+    tm = None
+    script = ("sync_host boot\nsetup -b /dev/vda\n" + WL +
+              "stat_dump end\nvtmem-setup stop\n")
+
+    def check(self, run):
+        result_ok(run, "main")
+        expect(run.st("main-written", "host_attached") == 0, "no host device")
+        expect(run.st("main-written", "pages_disk") > 0 and
+               run.st("main-written", "pages_host") == 0,
+               "everything on the backing disk")
+        expect(run.st("end", "host_puts") == 0, "no host puts")
+        expect(run.st("end", "failed_reads") == 0 and
+               run.st("end", "failed_writes") == 0, "no failed I/O")
+
+
+class CycleReboot(Scenario):
+    name = "cycle-reboot"
+    tm = "limit=256M"
+    reboot = True
+    script = r"""
+sync_host boot
+if [ "$VTMEM_REPLY" = 1 ]; then
+	for i in 1 2 3; do
+		setup -b /dev/vda -s 128M
+		grep -q vtmem0 /proc/swaps || echo "VTMEM-FAIL swap not active"
+		if rmmod virtio_tmem 2>/dev/null; then echo "VTMEM-FAIL rmmod while swapon"; else echo "VTMEM-MARK rmmod-refused $i"; fi
+		vtmem-setup -r stop || echo "VTMEM-FAIL stop"
+		[ -d /sys/block/vtmem0 ] && echo "VTMEM-FAIL still loaded"
+		echo "VTMEM-MARK cycle $i"
+	done
+	setup -b /dev/vda -s 256M
+	workload pre 96 3 48M sync
+	echo "VTMEM-FAIL no reset happened"
+else
+	setup -b /dev/vda -s 256M
+	stat_dump boot2
+	workload post 96 4 48M
+	stat_dump end
+	vtmem-setup -r stop
+fi
+"""
+
+    def on_sync(self, g, run, name):
+        if name == "written":
+            run.host["before-reset"] = g.qmp.host_stats()
+            g.qmp.cmd("system_reset")
+            return None
+        if name == "boot" and run.boot == 1:
+            run.host["boot2"] = g.qmp.host_stats()
+        return super().on_sync(g, run, name)
+
+    def check(self, run):
+        expect(run.marks.count("cycle 1") + run.marks.count("cycle 3") == 2,
+               "3 load/unload cycles")
+        expect(sum(m.startswith("rmmod-refused") for m in run.marks) == 3,
+               "rmmod refused while swap active")
+        expect(run.host["before-reset"]["stored-pages"] > 0,
+               "host held pages before the reset")
+        expect(run.host["boot2"]["stored-pages"] == 0,
+               "host usage dropped to 0 at reset (%s)" % run.host["boot2"])
+        result_ok(run, "post")
+        expect(run.st("end", "host_puts") > 0, "swap to host works after reboot")
+
+
+class Thp(Scenario):
+    name = "thp"
+    script = ("sync_host boot\necho always > /sys/kernel/mm/transparent_hugepage/enabled\n"
+              "setup -b /dev/vda -s 512M\n"
+              "workload main 160 5 64M thp sync\nstat_dump end\nvtmem-setup stop\n")
+
+    def check(self, run):
+        result_ok(run, "main")
+        expect(run.st("end", "bio_pages") > 0, "pages written through submit_bio")
+        n = run.st("end", "vm_thp_swpout")
+        expect(n > 0, "THP swapped out whole (thp_swpout=%d)" % n)
+        expect(run.st("end", "failed_reads") == 0 and
+               run.st("end", "failed_writes") == 0, "no failed I/O")
+
+
+class Unplug(Scenario):
+    """Hot-unplug the device while pages are on the host: no crash."""
+    name = "unplug"
+    tm = "limit=256M"
+    allow_io_errors = True
+    script = ("sync_host boot\nsetup -b /dev/vda -s 512M\n" +
+              "workload main 128 9 64M sync\nstat_dump end\n"
+              "workload again 96 10 48M\nstat_dump end2\nvtmem-setup -r stop\n"
+              "echo VTMEM-MARK unloaded\n")
+
+    def on_sync(self, g, run, name):
+        if name == "written":
+            run.host[name] = g.qmp.host_stats()
+            g.qmp.cmd("device_del", id="tm0")
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                if any(e.get("event") == "DEVICE_DELETED" for e in g.qmp.events):
+                    break
+                g.qmp.cmd("query-status")
+                time.sleep(0.2)
+            return "go"
+        return super().on_sync(g, run, name)
+
+    def check(self, run):
+        expect(run.host["written"]["stored-pages"] > 0, "pages were on the host")
+        expect(run.st("end", "host_attached") == 0, "device detached")
+        r = run.results.get("main")
+        expect(r is not None and r.get("bad", 0) == 0,
+               "first workload: no wrong data (%s)" % r)
+        result_ok(run, "again")
+        expect(run.st("end2", "pages_host") == 0, "new pages go to disk")
+        expect("unloaded" in run.marks, "module unloaded after unplug")
+
+
+class Bench(Scenario):
+    """512 MiB verify workload: vtmem vs a plain virtio-blk swap disk."""
+    name = "bench"
+    tm = "limit=1G"
+    disk_mb = 1024
+    timeout = 900
+    script = r"""
+sync_host boot
+setup -b /dev/vda -s 1G
+workload vtmem 512 21 96M
+stat_dump vtmem
+vtmem-setup -r stop
+mkswap /dev/vdb >/dev/null && swapon /dev/vdb
+workload disk 512 21 96M
+stat_dump disk
+swapoff /dev/vdb
+"""
+
+    def check(self, run):
+        for tag in ("vtmem", "disk"):
+            r = result_ok(run, tag)
+            log("BENCH %s: write %.2f s, verify %.2f s, total %.2f s"
+                % (tag, r["write_ms"] / 1e3, r["verify_ms"] / 1e3,
+                   (r["write_ms"] + r["verify_ms"]) / 1e3))
+
+
+class Probe(Scenario):
+    name = "probe"
+    script = "sync_host boot\n"
+
+
+SCENARIOS = {c.name: c for c in [Fits, SmallLimit, LimitChange, NoDiskFull,
+                                 NoDevice, CycleReboot, Thp, Unplug, Bench, Probe]}
+
+
+def run_guest(args, workdir, vmlinuz, base, scn, accel, boot_timeout=None):
+    initrd = scenario_initramfs(workdir, base, scn.script)
+    disks = []
+    if scn.disk_mb:
+        disks.append((os.path.join(workdir, "backing.img"), scn.disk_mb))
+    if isinstance(scn, Bench):
+        disks.append((os.path.join(workdir, "swapdisk.img"), 1024))
+    g = Guest(args, workdir, vmlinuz, initrd, tm=scn.tm, disks=disks,
+              reboot=scn.reboot, accel=accel)
+    log("qemu: " + " ".join(g.cmd))
+    run = Run()
+    done = False
+    deadline = time.time() + (boot_timeout or scn.timeout)
+    try:
+        while True:
+            line = g.next_line(deadline)
+            if line is None:
+                break
+            parse_line(run, line)
+            if "VTMEM-RESULT" in line or "VTMEM-RC" in line or "VTMEM-FAIL" in line:
+                log("guest: " + line.strip())
+            m = re.search(r"VTMEM-SYNC (\S+)", line)
+            if m:
+                if boot_timeout:
+                    deadline = time.time() + scn.timeout
+                    boot_timeout = None
+                log("sync " + m.group(1))
+                reply = scn.on_sync(g, run, m.group(1))
+                if reply is not None:
+                    g.reply(reply)
+            if "VTMEM-DONE" in line:
+                done = True
+        if not done:
+            raise Fail("guest stopped before VTMEM-DONE (see %s)"
+                       % os.path.join(workdir, "console.log"))
+    finally:
+        elapsed = time.time() - g.start
+        g.stop()
+    return run, g, elapsed
+
+
+def pick_accel(args, workdir, vmlinuz, base):
+    want = os.environ.get("VTMEM_ACCEL", "tcg")
+    if want in ("tcg", "kvm"):
+        return want
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "tcg"
+    kver = os.path.basename(vmlinuz)
+    cache = os.path.join(CACHE, "accel-" + kver)
+    try:
+        with open(cache) as f:
+            return f.read().strip()
+    except OSError:
+        pass
+    got = "tcg"
+    try:
+        run_guest(args, workdir, vmlinuz, base, Probe(), "kvm", boot_timeout=20)
+        got = "kvm"
+    except Fail as e:
+        log("KVM probe failed (%s): using TCG" % e)
+    os.makedirs(CACHE, exist_ok=True)
+    with open(cache, "w") as f:
+        f.write(got + "\n")
+    return got
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("scenario", choices=sorted(SCENARIOS))
+    ap.add_argument("--qemu", default=os.environ.get("VTMEM_QEMU"))
+    ap.add_argument("--ko", default=os.environ.get("VTMEM_KO"))
+    ap.add_argument("--setup", default=os.environ.get(
+        "VTMEM_SETUP", os.path.join(HERE, "..", "..", "guest-driver", "vtmem-setup")))
+    ap.add_argument("--swapverify", default=os.environ.get("VTMEM_SWAPVERIFY"))
+    ap.add_argument("--workdir", default=os.environ.get("VTMEM_E2E_WORKDIR"))
+    ap.add_argument("--keep", action="store_true", help="keep the work dir")
+    args = ap.parse_args()
+
+    for what in ("qemu", "ko", "swapverify"):
+        p = getattr(args, what)
+        if not p or not os.path.exists(p):
+            print("SKIP: %s not found (%s)" % (what, p))
+            return 77
+    scn = SCENARIOS[args.scenario]()
+    if args.workdir:
+        workdir = os.path.join(args.workdir, scn.name)
+        shutil.rmtree(workdir, ignore_errors=True)
+        os.makedirs(workdir)
+    else:
+        workdir = tempfile.mkdtemp(prefix="vtmem-e2e-")
+    t0 = time.time()
+    try:
+        vmlinuz, base = build_initramfs(args, workdir)
+        accel = pick_accel(args, workdir, vmlinuz, base)
+        run, g, elapsed = run_guest(args, workdir, vmlinuz, base, scn, accel)
+        expect(not g.bad, "no BUG/Oops/WARNING on the console %s" % g.bad[:3])
+        expect(not run.fails, "guest script reported no failure %s" % run.fails)
+        scn.check(run)
+    except Fail as e:
+        print("FAIL: %s: %s (console: %s)" % (scn.name, e,
+                                              os.path.join(workdir, "console.log")))
+        try:
+            with open(os.path.join(workdir, "console.log")) as f:
+                tail = f.readlines()[-40:]
+            sys.stdout.write("".join(tail))
+        except OSError:
+            pass
+        return 1
+    log("PASS %s in %.1f s (guest %.1f s, accel %s)"
+        % (scn.name, time.time() - t0, elapsed, accel))
+    if not args.keep and not args.workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
