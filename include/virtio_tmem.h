@@ -61,14 +61,15 @@ struct virtio_tmem_config {
 #define VIRTIO_TMEM_T_PUT		1
 /* Read one slot back: out: hdr; in: page, resp. */
 #define VIRTIO_TMEM_T_GET		2
-/* Drop one slot: out: hdr; in: resp. */
+/* Drop one slot: out: hdr; in: resp. OK also if the slot was empty. */
 #define VIRTIO_TMEM_T_INVALIDATE	3
 /* Drop slots [slot, slot + count): out: hdr; in: resp. */
 #define VIRTIO_TMEM_T_INVALIDATE_RANGE	4
 /* Drop every slot: out: hdr; in: resp. */
 #define VIRTIO_TMEM_T_INVALIDATE_ALL	5
 /* Drop count slots listed after the header: out: hdr, __le64[count];
- * in: resp.
+ * in: resp. count <= max_batch; if any slot is >= nr_slots: INVAL and
+ * nothing is dropped.
  */
 #define VIRTIO_TMEM_T_INVALIDATE_BATCH	6
 
@@ -94,6 +95,13 @@ struct virtio_tmem_req_hdr {
 /* The device failed internally; the slot holds nothing. */
 #define VIRTIO_TMEM_S_IOERR		5
 
+/*
+ * The response is the last 4 bytes of the device-writable part; the used
+ * length is the size of that part (4, or 4100 for GET). On a status other
+ * than OK the device zeroes the bytes before the response. A request with
+ * fewer than 4 or more than 4100 device-writable bytes (no room for a
+ * status) makes the device set DEVICE_NEEDS_RESET instead.
+ */
 struct virtio_tmem_resp {
 	__le32 status;
 };
