@@ -7,7 +7,9 @@
 #                      the cache, plus our overlay files and edits
 #   WORKDIR/plain      build dir (qemu-system-x86_64, tests/qtest/qos-test)
 #   WORKDIR/sanitized  same with --enable-sanitizers (ASan + UBSan)
-# Environment: VTMEM_JOBS (ninja -j), VTMEM_STORE_DIR (default
+# Environment: VTMEM_OUT_DIR (if set: symlinks there to the binaries:
+# qemu-system-x86_64, qos-test and, for the sanitized build,
+# qemu-system-x86_64-sanitized, qos-test-sanitized), VTMEM_JOBS (ninja -j), VTMEM_STORE_DIR (default
 # host-pool/store), VTMEM_CACHE (default $HOME/.cache/vtmem) holds the Debian
 # source package, fetched once with apt-get source and unpacked once.
 # Nothing of QEMU's source is kept in our repository: the few edits to QEMU's
@@ -165,4 +167,11 @@ for v in $variants; do
 		t=$data/$(basename "$f")
 		[ -e "$t" ] || [ -L "$t" ] || ln -s "$f" "$t"
 	done
+	if [ -n "${VTMEM_OUT_DIR:-}" ]; then
+		sfx=
+		[ "$v" = plain ] || sfx=-$v
+		mkdir -p "$VTMEM_OUT_DIR"
+		ln -sfn "$b/qemu-system-x86_64" "$VTMEM_OUT_DIR/qemu-system-x86_64$sfx"
+		ln -sfn "$b/tests/qtest/qos-test" "$VTMEM_OUT_DIR/qos-test$sfx"
+	fi
 done

@@ -1,0 +1,28 @@
+#!/bin/sh
+# Run one virtio-tmem qtest through QEMU's qos-test.
+# Usage: run-qtest.sh QOS_TEST QEMU_BINARY TEST_NAME
+# Fails if the test fails, if no test ran, or if ASan/UBSan/LSan reported
+# anything (from qos-test or from the QEMU it started).
+set -u
+qos=$1
+qemu=$2
+name=$3
+path=/x86_64/pc/i440FX-pcihost/pci-bus-pc/pci-bus/virtio-tmem-pci/virtio-tmem/virtio-tmem-tests/$name
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+export QTEST_QEMU_BINARY="$qemu"
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
+"$qos" -p "$path" >"$log" 2>&1
+rc=$?
+cat "$log"
+if grep -qE 'runtime error:|ERROR: (Address|Leak)Sanitizer|SUMMARY: [A-Za-z]+Sanitizer' "$log"; then
+	echo "run-qtest.sh: sanitizer report => failure"
+	rc=1
+fi
+if ! grep -q "^ok .*/$name\$" "$log"; then
+	echo "run-qtest.sh: test $path did not pass"
+	[ "$rc" != 0 ] || rc=1
+fi
+exit "$rc"
