@@ -56,7 +56,10 @@ pristine=${pristine%/}
 #    replaced (new inode, via mv or sed -i), never written in place.
 if [ ! -f "$work/src/.vtmem-src" ]; then
 	rm -rf "$work/src" "$work/src.tmp"
-	cp -al "$pristine" "$work/src.tmp"
+	cp -al "$pristine" "$work/src.tmp" 2>/dev/null || {
+		rm -rf "$work/src.tmp"
+		cp -a "$pristine" "$work/src.tmp"
+	}
 	touch "$work/src.tmp/.vtmem-src"
 	mv "$work/src.tmp" "$work/src"
 fi

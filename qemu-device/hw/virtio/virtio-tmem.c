@@ -17,12 +17,17 @@
 #include "qemu/units.h"
 #include "qemu/iov.h"
 #include "qemu/bswap.h"
+#include "qemu/error-report.h"
 #include "qemu/module.h"
 #include "qapi/error.h"
 #include "qapi/visitor.h"
 #include "hw/qdev-properties.h"
 #include "hw/virtio/virtio.h"
+#include "hw/virtio/virtio-bus.h"
 #include "hw/virtio/virtio-tmem.h"
+#include "block/aio-wait.h"
+#include "exec/memory.h"
+#include "sysemu/iothread.h"
 #include "migration/blocker.h"
 #include "migration/vmstate.h"
 #include "virtio_tmem.h"
@@ -195,6 +200,14 @@ static void virtio_tmem_handle_req(VirtIODevice *vdev, VirtQueue *vq)
     VirtIOTmem *s = VIRTIO_TMEM(vdev);
     VirtQueueElement *elem;
     bool pushed = false;
+    /* true: we run in the IOThread (set and cleared in the main loop) */
+    bool dataplane = s->dataplane_started;
+    AioContext *ctx = dataplane ? iothread_get_aio_context(s->iothread) :
+                      NULL;
+
+    if (ctx) {
+        aio_context_acquire(ctx);
+    }
 
     /*
      * One request at a time, completed in the order the driver made them
@@ -229,8 +242,102 @@ static void virtio_tmem_handle_req(VirtIODevice *vdev, VirtQueue *vq)
         pushed = true;
     }
     if (pushed) {
-        virtio_notify(vdev, vq);
+        if (dataplane) {
+            virtio_notify_irqfd(vdev, vq);
+        } else {
+            virtio_notify(vdev, vq);
+        }
     }
+    if (ctx) {
+        aio_context_release(ctx);
+    }
+}
+
+/*
+ * With an IOThread, the request queue is served in its AioContext (as
+ * virtio-blk's dataplane does): the host notifier is attached there while
+ * the driver is active (DRIVER_OK), and detached before reset.
+ */
+static int (*virtio_tmem_parent_start_ioeventfd)(VirtIODevice *vdev);
+static void (*virtio_tmem_parent_stop_ioeventfd)(VirtIODevice *vdev);
+
+static int virtio_tmem_start_ioeventfd(VirtIODevice *vdev)
+{
+    VirtIOTmem *s = VIRTIO_TMEM(vdev);
+    BusState *qbus = qdev_get_parent_bus(DEVICE(vdev));
+    VirtioBusClass *k = VIRTIO_BUS_GET_CLASS(qbus);
+    AioContext *ctx;
+    int r;
+
+    if (!s->iothread) {
+        return virtio_tmem_parent_start_ioeventfd(vdev);
+    }
+    if (s->dataplane_started) {
+        return 0;
+    }
+
+    r = k->set_guest_notifiers(qbus->parent, 1, true);
+    if (r != 0) {
+        error_report("virtio-tmem: cannot set up the guest notifier (%d),"
+                     " serving requests in the main loop", r);
+        return -ENOSYS;
+    }
+    memory_region_transaction_begin();
+    r = virtio_bus_set_host_notifier(VIRTIO_BUS(qbus), 0, true);
+    memory_region_transaction_commit();
+    if (r != 0) {
+        error_report("virtio-tmem: cannot set up the host notifier (%d),"
+                     " serving requests in the main loop", r);
+        virtio_bus_cleanup_host_notifier(VIRTIO_BUS(qbus), 0);
+        k->set_guest_notifiers(qbus->parent, 1, false);
+        return -ENOSYS;
+    }
+    s->dataplane_started = true;
+
+    ctx = iothread_get_aio_context(s->iothread);
+    /* Requests already in the ring */
+    event_notifier_set(virtio_queue_get_host_notifier(s->vq));
+    aio_context_acquire(ctx);
+    virtio_queue_aio_attach_host_notifier(s->vq, ctx);
+    aio_context_release(ctx);
+    return 0;
+}
+
+static void virtio_tmem_stop_bh(void *opaque)
+{
+    VirtIOTmem *s = opaque;
+    AioContext *ctx = iothread_get_aio_context(s->iothread);
+
+    virtio_queue_aio_detach_host_notifier(s->vq, ctx);
+}
+
+static void virtio_tmem_stop_ioeventfd(VirtIODevice *vdev)
+{
+    VirtIOTmem *s = VIRTIO_TMEM(vdev);
+    BusState *qbus = qdev_get_parent_bus(DEVICE(vdev));
+    VirtioBusClass *k = VIRTIO_BUS_GET_CLASS(qbus);
+    AioContext *ctx;
+
+    if (!s->iothread) {
+        virtio_tmem_parent_stop_ioeventfd(vdev);
+        return;
+    }
+    if (!s->dataplane_started) {
+        return;
+    }
+
+    /* After this, no request runs in the IOThread any more. */
+    ctx = iothread_get_aio_context(s->iothread);
+    aio_context_acquire(ctx);
+    aio_wait_bh_oneshot(ctx, virtio_tmem_stop_bh, s);
+    aio_context_release(ctx);
+
+    memory_region_transaction_begin();
+    virtio_bus_set_host_notifier(VIRTIO_BUS(qbus), 0, false);
+    memory_region_transaction_commit();
+    virtio_bus_cleanup_host_notifier(VIRTIO_BUS(qbus), 0);
+    k->set_guest_notifiers(qbus->parent, 1, false);
+    s->dataplane_started = false;
 }
 
 static void virtio_tmem_get_config(VirtIODevice *vdev, uint8_t *config_data)
@@ -416,6 +523,8 @@ static Property virtio_tmem_properties[] = {
                        VIRTIO_TMEM_DEFAULT_SLOTS),
     DEFINE_PROP_UINT16("queue-size", VirtIOTmem, queue_size,
                        VIRTIO_TMEM_DEFAULT_QUEUE_SIZE),
+    DEFINE_PROP_LINK("iothread", VirtIOTmem, iothread, TYPE_IOTHREAD,
+                     IOThread *),
     DEFINE_PROP_END_OF_LIST(),
 };
 
@@ -433,6 +542,10 @@ static void virtio_tmem_class_init(ObjectClass *klass, void *data)
     vdc->get_config = virtio_tmem_get_config;
     vdc->get_features = virtio_tmem_get_features;
     vdc->reset = virtio_tmem_reset;
+    virtio_tmem_parent_start_ioeventfd = vdc->start_ioeventfd;
+    virtio_tmem_parent_stop_ioeventfd = vdc->stop_ioeventfd;
+    vdc->start_ioeventfd = virtio_tmem_start_ioeventfd;
+    vdc->stop_ioeventfd = virtio_tmem_stop_ioeventfd;
 
     object_class_property_add(klass, "limit", "size", virtio_tmem_get_limit,
                               virtio_tmem_set_limit, NULL, NULL);

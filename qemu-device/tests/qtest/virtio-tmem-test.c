@@ -374,6 +374,7 @@ static bool device_broken(Tm *t)
 typedef struct TestArg {
     const char *limit;      /* -global virtio-tmem-device.limit, or NULL */
     int kind;               /* for test_bad_broken */
+    bool iothread;          /* serve the queue in an IOThread */
 } TestArg;
 
 static void *tmem_before(GString *cmd_line, void *arg)
@@ -386,6 +387,10 @@ static void *tmem_before(GString *cmd_line, void *arg)
         g_string_append_printf(cmd_line,
                                " -global virtio-tmem-device.limit=%s ",
                                ta->limit);
+    }
+    if (ta && ta->iothread) {
+        g_string_append(cmd_line, " -object iothread,id=tmemio"
+                        " -global virtio-tmem-device.iothread=tmemio ");
     }
     return arg;
 }
@@ -991,48 +996,64 @@ static void test_migration_blocked(void *obj, void *data,
     tm_stop(&t);
 }
 
+typedef void (*TmemTestFn)(void *obj, void *data, QGuestAllocator *alloc);
+
+static void add_test(const char *name, TmemTestFn fn, const char *limit,
+                     int kind, bool iothread)
+{
+    TestArg *arg = g_new0(TestArg, 1);    /* lives as long as the test */
+    QOSGraphTestOptions opts = { .before = tmem_before, .arg = arg };
+    g_autofree char *full = g_strdup_printf("%s%s",
+                                            iothread ? "iothread-" : "",
+                                            name);
+
+    arg->limit = limit;
+    arg->kind = kind;
+    arg->iothread = iothread;
+    qos_add_test(full, "virtio-tmem", fn, &opts);
+}
+
 static void register_virtio_tmem_test(void)
 {
-    static TestArg small_arg = { .limit = "64K" };
-    static TestArg broken_args[] = {
-        { .kind = BROKEN_NO_RESP }, { .kind = BROKEN_ONLY_OUT },
-        { .kind = BROKEN_SHORT_RESP }, { .kind = BROKEN_HUGE_IN },
-        { .kind = BROKEN_BEYOND_RAM },
-    };
-    QOSGraphTestOptions opts = { .before = tmem_before };
-    QOSGraphTestOptions small = { .before = tmem_before, .arg = &small_arg };
-    QOSGraphTestOptions broken = { .before = tmem_before };
-    static const char *broken_names[] = {
-        [BROKEN_NO_RESP] = "bad-no-response",
-        [BROKEN_ONLY_OUT] = "bad-only-out",
-        [BROKEN_SHORT_RESP] = "bad-short-response",
-        [BROKEN_HUGE_IN] = "bad-huge-in",
-        [BROKEN_BEYOND_RAM] = "bad-beyond-ram",
+    static const struct {
+        const char *name;
+        TmemTestFn fn;
+        const char *limit;
+        int kind;
+        bool iothread;      /* also run with an IOThread */
+    } tests[] = {
+        { "config", test_config },
+        { "put-get", test_put_get, .iothread = true },
+        { "invalidate", test_invalidate },
+        { "invalidate-range", test_invalidate_range },
+        { "invalidate-all", test_invalidate_all },
+        { "invalidate-batch", test_invalidate_batch, .iothread = true },
+        { "batching-order", test_batching_order, .iothread = true },
+        { "framing", test_framing },
+        { "limit", test_limit, "64K", .iothread = true },
+        { "runtime-limit", test_runtime_limit, .iothread = true },
+        { "reset", test_reset, .iothread = true },
+        { "bad-status", test_bad_status, .iothread = true },
+        { "bad-short-header", test_bad_short_header },
+        { "bad-no-response", test_bad_broken, NULL, BROKEN_NO_RESP, true },
+        { "bad-only-out", test_bad_broken, NULL, BROKEN_ONLY_OUT },
+        { "bad-short-response", test_bad_broken, NULL, BROKEN_SHORT_RESP },
+        { "bad-huge-in", test_bad_broken, NULL, BROKEN_HUGE_IN },
+        { "bad-beyond-ram", test_bad_broken, NULL, BROKEN_BEYOND_RAM, true },
+        { "migration-blocked", test_migration_blocked },
     };
     int i;
 
-    qos_add_test("config", "virtio-tmem", test_config, &opts);
-    qos_add_test("put-get", "virtio-tmem", test_put_get, &opts);
-    qos_add_test("invalidate", "virtio-tmem", test_invalidate, &opts);
-    qos_add_test("invalidate-range", "virtio-tmem", test_invalidate_range,
-                 &opts);
-    qos_add_test("invalidate-all", "virtio-tmem", test_invalidate_all, &opts);
-    qos_add_test("invalidate-batch", "virtio-tmem", test_invalidate_batch,
-                 &opts);
-    qos_add_test("batching-order", "virtio-tmem", test_batching_order, &opts);
-    qos_add_test("framing", "virtio-tmem", test_framing, &opts);
-    qos_add_test("limit", "virtio-tmem", test_limit, &small);
-    qos_add_test("runtime-limit", "virtio-tmem", test_runtime_limit, &opts);
-    qos_add_test("reset", "virtio-tmem", test_reset, &opts);
-    qos_add_test("bad-status", "virtio-tmem", test_bad_status, &opts);
-    qos_add_test("bad-short-header", "virtio-tmem", test_bad_short_header,
-                 &opts);
-    for (i = 0; i < G_N_ELEMENTS(broken_names); i++) {
-        broken.arg = &broken_args[i];
-        qos_add_test(broken_names[i], "virtio-tmem", test_bad_broken, &broken);
+    for (i = 0; i < G_N_ELEMENTS(tests); i++) {
+        add_test(tests[i].name, tests[i].fn, tests[i].limit, tests[i].kind,
+                 false);
     }
-    qos_add_test("migration-blocked", "virtio-tmem", test_migration_blocked,
-                 &opts);
+    for (i = 0; i < G_N_ELEMENTS(tests); i++) {
+        if (tests[i].iothread) {
+            add_test(tests[i].name, tests[i].fn, tests[i].limit,
+                     tests[i].kind, true);
+        }
+    }
 }
 
 libqos_init(register_virtio_tmem_test);

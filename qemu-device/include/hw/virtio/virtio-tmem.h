@@ -13,6 +13,7 @@
 
 #include "hw/virtio/virtio.h"
 #include "qom/object.h"
+#include "sysemu/iothread.h"
 
 #define TYPE_VIRTIO_TMEM "virtio-tmem-device"
 OBJECT_DECLARE_SIMPLE_TYPE(VirtIOTmem, VIRTIO_TMEM)
@@ -35,11 +36,14 @@ struct VirtIOTmem {
     /* Slot list of one INVALIDATE_BATCH request. */
     uint64_t *batch;
     Error *migration_blocker;
+    /* The request queue is served in iothread's AioContext */
+    bool dataplane_started;
 
     /* Properties */
     uint64_t nr_slots;
     uint64_t limit;
     uint16_t queue_size;
+    IOThread *iothread;
 };
 
 /*
