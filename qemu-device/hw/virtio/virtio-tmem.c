@@ -512,10 +512,20 @@ static void virtio_tmem_instance_init(Object *obj)
     s->limit = VIRTIO_TMEM_DEFAULT_LIMIT;
 }
 
-/* Live migration is not implemented: refuse it instead of losing pages. */
+/*
+ * Live migration is not implemented yet (the store's pages would have to be
+ * sent): the migration blocker added at realize refuses migrate and savevm
+ * with a clear error. The VMState is the standard virtio one for when the
+ * pages are sent along.
+ */
 static const VMStateDescription vmstate_virtio_tmem = {
     .name = "virtio-tmem",
-    .unmigratable = 1,
+    .minimum_version_id = 1,
+    .version_id = 1,
+    .fields = (VMStateField[]) {
+        VMSTATE_VIRTIO_DEVICE,
+        VMSTATE_END_OF_LIST()
+    },
 };
 
 static Property virtio_tmem_properties[] = {
