@@ -999,60 +999,56 @@ static void test_migration_blocked(void *obj, void *data,
 
 typedef void (*TmemTestFn)(void *obj, void *data, QGuestAllocator *alloc);
 
-static void add_test(const char *name, TmemTestFn fn, const char *limit,
-                     int kind, bool iothread)
-{
-    TestArg *arg = g_new0(TestArg, 1);    /* lives as long as the test */
-    QOSGraphTestOptions opts = { .before = tmem_before, .arg = arg };
-    g_autofree char *full = g_strdup_printf("%s%s",
-                                            iothread ? "iothread-" : "",
-                                            name);
+static const struct {
+    const char *name;
+    TmemTestFn fn;
+    const char *limit;
+    int kind;
+    bool iothread;          /* also run with an IOThread */
+} tmem_tests[] = {
+    { "config", test_config },
+    { "put-get", test_put_get, .iothread = true },
+    { "invalidate", test_invalidate },
+    { "invalidate-range", test_invalidate_range },
+    { "invalidate-all", test_invalidate_all },
+    { "invalidate-batch", test_invalidate_batch, .iothread = true },
+    { "batching-order", test_batching_order, .iothread = true },
+    { "framing", test_framing },
+    { "limit", test_limit, "64K", .iothread = true },
+    { "runtime-limit", test_runtime_limit, .iothread = true },
+    { "reset", test_reset, .iothread = true },
+    { "bad-status", test_bad_status, .iothread = true },
+    { "bad-short-header", test_bad_short_header },
+    { "bad-no-response", test_bad_broken, NULL, BROKEN_NO_RESP, true },
+    { "bad-only-out", test_bad_broken, NULL, BROKEN_ONLY_OUT },
+    { "bad-short-response", test_bad_broken, NULL, BROKEN_SHORT_RESP },
+    { "bad-huge-in", test_bad_broken, NULL, BROKEN_HUGE_IN },
+    { "bad-beyond-ram", test_bad_broken, NULL, BROKEN_BEYOND_RAM, true },
+    { "migration-blocked", test_migration_blocked },
+};
 
-    arg->limit = limit;
-    arg->kind = kind;
-    arg->iothread = iothread;
-    qos_add_test(full, "virtio-tmem", fn, &opts);
-}
+/* The arguments of the tests: [iothread][test] */
+static TestArg tmem_test_args[2][G_N_ELEMENTS(tmem_tests)];
 
 static void register_virtio_tmem_test(void)
 {
-    static const struct {
-        const char *name;
-        TmemTestFn fn;
-        const char *limit;
-        int kind;
-        bool iothread;      /* also run with an IOThread */
-    } tests[] = {
-        { "config", test_config },
-        { "put-get", test_put_get, .iothread = true },
-        { "invalidate", test_invalidate },
-        { "invalidate-range", test_invalidate_range },
-        { "invalidate-all", test_invalidate_all },
-        { "invalidate-batch", test_invalidate_batch, .iothread = true },
-        { "batching-order", test_batching_order, .iothread = true },
-        { "framing", test_framing },
-        { "limit", test_limit, "64K", .iothread = true },
-        { "runtime-limit", test_runtime_limit, .iothread = true },
-        { "reset", test_reset, .iothread = true },
-        { "bad-status", test_bad_status, .iothread = true },
-        { "bad-short-header", test_bad_short_header },
-        { "bad-no-response", test_bad_broken, NULL, BROKEN_NO_RESP, true },
-        { "bad-only-out", test_bad_broken, NULL, BROKEN_ONLY_OUT },
-        { "bad-short-response", test_bad_broken, NULL, BROKEN_SHORT_RESP },
-        { "bad-huge-in", test_bad_broken, NULL, BROKEN_HUGE_IN },
-        { "bad-beyond-ram", test_bad_broken, NULL, BROKEN_BEYOND_RAM, true },
-        { "migration-blocked", test_migration_blocked },
-    };
-    int i;
+    int io, i;
 
-    for (i = 0; i < G_N_ELEMENTS(tests); i++) {
-        add_test(tests[i].name, tests[i].fn, tests[i].limit, tests[i].kind,
-                 false);
-    }
-    for (i = 0; i < G_N_ELEMENTS(tests); i++) {
-        if (tests[i].iothread) {
-            add_test(tests[i].name, tests[i].fn, tests[i].limit,
-                     tests[i].kind, true);
+    for (io = 0; io < 2; io++) {
+        for (i = 0; i < G_N_ELEMENTS(tmem_tests); i++) {
+            TestArg *arg = &tmem_test_args[io][i];
+            QOSGraphTestOptions opts = { .before = tmem_before, .arg = arg };
+            g_autofree char *name = NULL;
+
+            if (io && !tmem_tests[i].iothread) {
+                continue;
+            }
+            arg->limit = tmem_tests[i].limit;
+            arg->kind = tmem_tests[i].kind;
+            arg->iothread = io;
+            name = g_strdup_printf("%s%s", io ? "iothread-" : "",
+                                   tmem_tests[i].name);
+            qos_add_test(name, "virtio-tmem", tmem_tests[i].fn, &opts);
         }
     }
 }
