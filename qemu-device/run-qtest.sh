@@ -1,13 +1,19 @@
 #!/bin/sh
 # Run one virtio-tmem qtest through QEMU's qos-test.
-# Usage: run-qtest.sh QOS_TEST QEMU_BINARY TEST_NAME
+# Usage: run-qtest.sh QOS_TEST QEMU_BINARY TEST
+#   TEST: a test of the virtio-tmem interface (e.g. put-get), or a path
+#   below the virtio-tmem-pci node (e.g. virtio-tmem-pci-tests/hotplug)
 # Fails if the test fails, if no test ran, or if ASan/UBSan/LSan reported
 # anything (from qos-test or from the QEMU it started).
 set -u
 qos=$1
 qemu=$2
 name=$3
-path=/x86_64/pc/i440FX-pcihost/pci-bus-pc/pci-bus/virtio-tmem-pci/virtio-tmem/virtio-tmem-tests/$name
+node=/x86_64/pc/i440FX-pcihost/pci-bus-pc/pci-bus/virtio-tmem-pci
+case $name in
+*/*) path=$node/$name ;;
+*) path=$node/virtio-tmem/virtio-tmem-tests/$name ;;
+esac
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
@@ -21,7 +27,7 @@ if grep -qE 'runtime error:|ERROR: (Address|Leak)Sanitizer|SUMMARY: [A-Za-z]+San
 	echo "run-qtest.sh: sanitizer report => failure"
 	rc=1
 fi
-if ! grep -q "^ok .*/$name\$" "$log"; then
+if ! grep -q "^ok [0-9]* $path\$" "$log"; then
 	echo "run-qtest.sh: test $path did not pass"
 	[ "$rc" != 0 ] || rc=1
 fi

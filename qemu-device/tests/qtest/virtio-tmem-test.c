@@ -997,6 +997,26 @@ static void test_migration_blocked(void *obj, void *data,
     tm_stop(&t);
 }
 
+#define PCI_SLOT_HP 0x06
+
+/* Hot-plug and unplug a second device (realize, unrealize, store freed) */
+static void test_hotplug(void *obj, void *data, QGuestAllocator *alloc)
+{
+    QVirtioPCIDevice *dev = obj;
+    QTestState *qts = dev->pdev->bus->qts;
+
+    if (dev->pdev->bus->not_hotpluggable) {
+        g_test_skip("pci bus does not support hotplug");
+        return;
+    }
+    qtest_qmp_device_add(qts, "virtio-tmem-pci", "tmem1",
+                         "{'addr': %s, 'limit': 1048576}",
+                         stringify(PCI_SLOT_HP));
+    g_assert_cmpuint(qtest_readl(qts, 0), <, UINT32_MAX);   /* alive */
+    qpci_unplug_acpi_device_test(qts, "tmem1", PCI_SLOT_HP);
+    qos_invalidate_command_line();
+}
+
 typedef void (*TmemTestFn)(void *obj, void *data, QGuestAllocator *alloc);
 
 static const struct {
@@ -1051,6 +1071,7 @@ static void register_virtio_tmem_test(void)
             qos_add_test(name, "virtio-tmem", tmem_tests[i].fn, &opts);
         }
     }
+    qos_add_test("hotplug", "virtio-tmem-pci", test_hotplug, NULL);
 }
 
 libqos_init(register_virtio_tmem_test);
