@@ -30,6 +30,7 @@ struct VtmemPoolClient {
     bool welcomed;      /* WELCOME received */
     guint backoff_ms;
 
+    bool first_attempt; /* inside vtmem_pool_client_new() */
     bool has_lease;     /* the daemon was reached at least once */
     uint64_t lease;     /* last lease (LIMIT) from the daemon */
     uint64_t cap;       /* device's own limit */
@@ -294,9 +295,11 @@ static void client_connect(VtmemPoolClient *c)
     if (c->ops.get_held) {
         c->held = c->ops.get_held(c->opaque);
     }
-    if (!c->has_lease) {
-        /* From now on the daemon decides; until its first lease the
-         * device may hold what it holds, and store nothing new.
+    if (c->first_attempt) {
+        /* The device has not applied any limit yet: from now on the
+         * daemon decides; until its first lease the device may hold what
+         * it holds and store nothing new. (A device that ran standalone
+         * keeps its limit and reports it: the daemon lowers it.)
          */
         c->has_lease = true;
         c->lease = c->held < c->cap ? c->held : c->cap;
@@ -354,7 +357,9 @@ VtmemPoolClient *vtmem_pool_client_new(const char *socket_path, const char *name
     c->cap = cap;
     c->limit = cap;
     c->demand = auto_demand(c, 0);
+    c->first_attempt = true;
     client_connect(c);
+    c->first_attempt = false;
     return c;
 }
 
@@ -365,7 +370,7 @@ void vtmem_pool_client_update(VtmemPoolClient *c, uint64_t held, uint64_t wanted
 
     c->held = held;
     c->demand = wanted != VTMEM_POOL_WANT_AUTO ? wanted : auto_demand(c, held);
-    if (!c->welcomed) {
+    if (c->fd < 0) {
         return;     /* sent with the next REGISTER */
     }
     dh = held > c->sent_held ? held - c->sent_held : c->sent_held - held;
@@ -380,7 +385,7 @@ uint64_t vtmem_pool_client_set_cap(VtmemPoolClient *c, uint64_t cap)
 {
     c->cap = cap;
     c->limit = effective_limit(c);
-    if (c->welcomed && cap != c->sent_cap) {
+    if (c->fd >= 0 && cap != c->sent_cap) {
         send_update(c);
     }
     return c->limit;

@@ -551,6 +551,7 @@ static void handle_register(Conn *c, char **f, unsigned nf)
                  "devices hold leases of %" G_GUINT64_FORMAT " bytes, above the pool"
                  " limit %" G_GUINT64_FORMAT ": shrinking", total_charge(d), d->pool_limit);
     }
+    rebalance(d);
 }
 
 static void handle_device_line(Conn *c, char **f, unsigned nf)

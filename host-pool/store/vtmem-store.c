@@ -28,6 +28,7 @@
 
 #include "vtmem-account.h"
 #include "vtmem-page.h"
+#include "vtmem-store-internal.h"
 #include "vtmem-zpool.h"
 
 #define PAGE VTMEM_STORE_PAGE_SIZE
@@ -199,7 +200,12 @@ static void chunk_release_if_empty(VtmemStore *store, uint64_t ci)
 
 vtmem_status vtmem_store_put(VtmemStore *store, uint64_t slot, const void *page)
 {
-    unsigned char packed[COMPRESSED_MAX];
+    /*
+     * Room for LZ4's worst case, as LZ4_compress_default has: with less,
+     * LZ4 takes its slower bounds-checking path for every page, which cost
+     * more on real pages than stopping early on incompressible ones saved.
+     */
+    unsigned char packed[LZ4_COMPRESSBOUND(PAGE)];
     const void *src = NULL;
     uint64_t word = 0;
     size_t len = 0;
@@ -213,10 +219,10 @@ vtmem_status vtmem_store_put(VtmemStore *store, uint64_t slot, const void *page)
     }
     same = vtmem_page_same_filled(page, &word);
     if (!same) {
-        /* Outside any lock. A full output buffer (0) means: keep it raw. */
+        /* Outside any lock. */
         int n = LZ4_compress_fast_extState(&lz4_state, page, (char *)packed,
-                                           PAGE, COMPRESSED_MAX, 1);
-        if (n > 0) {
+                                           PAGE, sizeof(packed), 1);
+        if (n > 0 && n <= COMPRESSED_MAX) {
             src = packed;
             len = (size_t)n;
         } else {
@@ -524,6 +530,11 @@ uint64_t vtmem_store_memory_held(VtmemStore *store)
 {
     return store ? atomic_load_explicit(&store->acct.held, memory_order_relaxed)
                  : 0;
+}
+
+void vtmem_store_zpool_usage(VtmemStore *store, VtmemZpoolUsage *usage)
+{
+    vtmem_zpool_usage(store ? store->zpool : NULL, usage);
 }
 
 const char *vtmem_status_str(vtmem_status status)

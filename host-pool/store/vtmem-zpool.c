@@ -13,8 +13,10 @@
 #include <string.h>
 
 #define PAGE 4096u
-#define STEP 16u                      /* class granularity, as zsmalloc */
-#define MAX_PAGES 4u
+#define STEP 32u                      /* class granularity, see class_shape */
+#define SHAPE_SLACK 0.01              /* see class_shape */
+#define MIN_SLOTS 8u                   /* header cost <= 5 B per object */
+#define MAX_PAGES 8u                   /* see vtmem-zpool.h */
 #define COMPRESSED_MAX 3072u          /* larger objects all go to raw class */
 #define NR_STEPS (COMPRESSED_MAX / STEP)
 #define RAW_CLASS_PAGES 4u            /* amortises the header over 4 pages */
@@ -56,28 +58,41 @@ struct VtmemZpool {
     uint32_t max_ids;
     _Atomic uint64_t zspages;
     uint32_t nr_classes;
-    uint8_t class_of_step[NR_STEPS + 1]; /* step 1..NR_STEPS -> class */
+    uint16_t class_of_step[NR_STEPS + 1]; /* step 1..NR_STEPS -> class */
     SizeClass classes[];   /* last one is the raw class */
 };
 
-/* Pages per zspage for a slot size: least tail waste, ties to more pages. */
+static uint32_t slots_per(uint32_t pages, uint32_t size)
+{
+    uint32_t n = pages * PAGE / size;
+    return n > (1u << VTMEM_ZPOOL_IDX_BITS) ? 1u << VTMEM_ZPOOL_IDX_BITS : n;
+}
+
+/*
+ * Pages per zspage for a slot size: the fewest pages whose tail waste is
+ * within SHAPE_SLACK of the least possible and that hold MIN_SLOTS objects
+ * (a zspage's header and heap overhead, 40 bytes, is shared by its
+ * objects). Fewer pages matter: after compaction each class keeps about
+ * one partly filled zspage.
+ */
 static void class_shape(uint32_t size, uint32_t *pages, uint32_t *objs)
 {
-    uint32_t best_pages = 1, best_used = 0;
+    double best = 0;
 
+    *pages = MAX_PAGES;
+    *objs = slots_per(MAX_PAGES, size);
     for (uint32_t p = 1; p <= MAX_PAGES; p++) {
-        uint32_t n = p * PAGE / size;
-        if (n > (1u << VTMEM_ZPOOL_IDX_BITS)) {
-            n = 1u << VTMEM_ZPOOL_IDX_BITS;
-        }
-        /* compare used fractions n*size/(p*PAGE) without division */
-        if ((uint64_t)n * size * best_pages >= (uint64_t)best_used * p) {
-            best_pages = p;
-            best_used = n * size;
+        best = MAX(best, (double)slots_per(p, size) * size / (p * PAGE));
+    }
+    for (uint32_t p = 1; p <= MAX_PAGES; p++) {
+        if ((double)slots_per(p, size) * size / (p * PAGE) >=
+            best - SHAPE_SLACK &&
+            (slots_per(p, size) >= MIN_SLOTS || p == MAX_PAGES)) {
+            *pages = p;
+            *objs = slots_per(p, size);
+            return;
         }
     }
-    *pages = best_pages;
-    *objs = best_used / size;
 }
 
 /* Slot size after merging neighbouring steps of the same shape. */
@@ -138,7 +153,7 @@ static uint64_t zspage_cost(const SizeClass *cls)
 VtmemZpool *vtmem_zpool_new(uint64_t max_objects, VtmemAccount *acct)
 {
     uint32_t nr_classes = 0, last_size = 0;
-    uint8_t class_of_step[NR_STEPS + 1];
+    uint16_t class_of_step[NR_STEPS + 1];
     uint32_t sizes[NR_STEPS + 1];
 
     if (!acct || max_objects == 0) {
@@ -150,7 +165,7 @@ VtmemZpool *vtmem_zpool_new(uint64_t max_objects, VtmemAccount *acct)
             sizes[nr_classes++] = size;
             last_size = size;
         }
-        class_of_step[step] = (uint8_t)(nr_classes - 1);
+        class_of_step[step] = (uint16_t)(nr_classes - 1);
     }
     class_of_step[0] = 0;
     sizes[nr_classes++] = PAGE;  /* raw class */
@@ -541,4 +556,32 @@ uint64_t vtmem_zpool_zspages(VtmemZpool *pool)
 {
     return pool ? atomic_load_explicit(&pool->zspages, memory_order_relaxed)
                 : 0;
+}
+
+void vtmem_zpool_usage(VtmemZpool *pool, VtmemZpoolUsage *u)
+{
+    memset(u, 0, sizeof(*u));
+    if (!pool) {
+        return;
+    }
+    u->classes = pool->nr_classes;
+    for (uint32_t c = 0; c < pool->nr_classes; c++) {
+        SizeClass *cls = &pool->classes[c];
+        uint64_t partial = 0, free_slots = 0;
+
+        g_mutex_lock(&cls->lock);
+        for (uint32_t id = cls->partial_head; id != NO_ID;) {
+            ZspageHeader *h = zspage_header(pool, cls, id);
+            partial++;
+            free_slots += cls->objs - h->inuse;
+            id = h->next;
+        }
+        u->zspages += cls->zspages;
+        u->partial_zspages += partial;
+        u->page_bytes += cls->zspages * cls->pages * PAGE;
+        u->objects += cls->zspages * cls->objs - free_slots;
+        u->slot_bytes += (cls->zspages * cls->objs - free_slots) * cls->size;
+        u->free_slot_bytes += free_slots * cls->size;
+        g_mutex_unlock(&cls->lock);
+    }
 }

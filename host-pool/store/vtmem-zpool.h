@@ -2,9 +2,17 @@
  * vtmem zpool: a size-class allocator that packs compressed pages densely.
  *
  * In the spirit of Linux zsmalloc: objects of 1..4096 bytes are rounded up
- * to a size class (16-byte steps); each class carves "zspages" of 1..4
- * contiguous 4 KiB pages (chosen to minimise the tail waste) into equal
- * slots. Objects may straddle page boundaries since a zspage is one
+ * to a size class (32-byte steps; neighbours with the same zspage shape are
+ * merged); each class carves "zspages" of 1..8 contiguous 4 KiB pages
+ * (the fewest pages within 1% of the least tail waste) into equal slots.
+ *
+ * Why 8 pages, not 4 (Linux also went to 8 in 6.3, ZSMALLOC_CHAIN_SIZE):
+ * with 4, objects of 2-3 KiB, common in real memory, waste up to 15% in
+ * zspage tails. Why 32-byte steps, not 16: after compaction each class
+ * keeps about one partly filled zspage, so fewer classes waste less.
+ * Measured on captured real pages (bench, after dropping half and
+ * compacting), payload / memory held: 4 pages, 16 B: 0.927; 8 pages, 16 B:
+ * 0.937-0.946; 8 pages, 32 B: 0.949-0.950; 16 pages: 0.892. Objects may straddle page boundaries since a zspage is one
  * contiguous heap block. An object is named by a handle (zspage id, index);
  * the caller keeps the handle and the object's exact size.
  *
@@ -70,5 +78,17 @@ void vtmem_zpool_compact_end(VtmemZpool *pool);
 size_t vtmem_zpool_class_size(size_t size);     /* slot size for size */
 unsigned vtmem_zpool_class_pages(size_t size);  /* pages per zspage */
 uint64_t vtmem_zpool_zspages(VtmemZpool *pool); /* zspages held now */
+
+/* Where the allocator's bytes go (for benchmarks and tuning). */
+typedef struct VtmemZpoolUsage {
+    uint64_t classes;        /* size classes after merging */
+    uint64_t zspages;
+    uint64_t partial_zspages;
+    uint64_t page_bytes;     /* zspage pages */
+    uint64_t slot_bytes;     /* slots of live objects */
+    uint64_t free_slot_bytes;/* free slots in partial zspages */
+    uint64_t objects;
+} VtmemZpoolUsage;
+void vtmem_zpool_usage(VtmemZpool *pool, VtmemZpoolUsage *usage);
 
 #endif /* VTMEM_ZPOOL_H */

@@ -1,0 +1,810 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * vtmemd as a real process on a temporary socket, with real client
+ * library instances in this process (and forked children for the
+ * credential and crash cases).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gio/gio.h>
+#include <glib.h>
+#include <glib/gstdio.h>
+
+#include "vtmem-pool-client.h"
+#include "vtmem-pool-util.h"
+
+#define MiB (1ULL << 20)
+#define G VTMEM_POOL_GRANULE
+
+typedef struct Daemon {
+    char *dir;
+    char *sock;
+    char *log;
+    GPid pid;
+    uint64_t pool;
+} Daemon;
+
+typedef struct Dev {
+    const char *name;
+    VtmemPoolClient *c;
+    uint64_t limit;
+    uint64_t held;
+    unsigned n_set, n_lowered, n_down, n_up;
+    bool connected;
+} Dev;
+
+#define MAX_DEVS 4
+static Dev *devs[MAX_DEVS];
+static uint64_t *cur_pool;      /* the pool limit the daemon has now */
+
+static const char *uuid_a = "11111111-2222-3333-4444-555555555555";
+static const char *uuid_b = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+
+/* ---- daemon process ---- */
+
+static void daemon_start(Daemon *d, const char *pool, int grace_ms, const char *extra)
+{
+    g_autofree char *grace = g_strdup_printf("--grace-ms=%d", grace_ms);
+    const char *exe = g_getenv("VTMEMD");
+    const char *argv[10];
+    int i = 0, fd;
+    pid_t pid;
+
+    g_assert_nonnull(exe);
+    argv[i++] = exe;
+    argv[i++] = "--socket";
+    argv[i++] = d->sock;
+    argv[i++] = "--pool-limit";
+    argv[i++] = pool;
+    argv[i++] = grace;
+    argv[i++] = "--verbose";
+    if (extra) {
+        argv[i++] = extra;
+    }
+    argv[i] = NULL;
+    g_assert_true(vtmem_pool_parse_size(pool, &d->pool));
+    fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    g_assert_cmpint(fd, >=, 0);
+    pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execv(exe, (char **)argv);
+        _exit(127);
+    }
+    close(fd);
+    d->pid = pid;
+    /* wait for the socket */
+    for (i = 0; i < 400; i++) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        g_strlcpy(sa.sun_path, d->sock, sizeof(sa.sun_path));
+        if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+            close(s);
+            return;
+        }
+        close(s);
+        g_usleep(5000);
+    }
+    g_error("vtmemd did not come up");
+}
+
+static void daemon_kill(Daemon *d, int sig)
+{
+    int status;
+
+    if (d->pid > 0) {
+        kill(d->pid, sig);
+        g_assert_cmpint(waitpid(d->pid, &status, 0), ==, d->pid);
+        if (sig == SIGTERM) {
+            g_assert_true(WIFEXITED(status));
+            g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+        }
+        d->pid = 0;
+    }
+}
+
+static void daemon_setup(Daemon *d)
+{
+    d->dir = g_dir_make_tmp("vtmemd-test-XXXXXX", NULL);
+    g_assert_nonnull(d->dir);
+    d->sock = g_build_filename(d->dir, "run", "vtmemd.sock", NULL);
+    d->log = g_build_filename(d->dir, "vtmemd.log", NULL);
+    cur_pool = &d->pool;
+    memset(devs, 0, sizeof(devs));
+}
+
+static void daemon_teardown(Daemon *d)
+{
+    g_autofree char *run = g_build_filename(d->dir, "run", NULL);
+
+    daemon_kill(d, SIGTERM);
+    /* a clean exit removes the socket */
+    g_assert_false(g_file_test(d->sock, G_FILE_TEST_EXISTS));
+    if (g_test_failed() || g_getenv("VTMEMD_TEST_SHOW_LOG")) {
+        g_autofree char *text = NULL;
+
+        if (g_file_get_contents(d->log, &text, NULL, NULL)) {
+            g_printerr("---- vtmemd log ----\n%s----\n", text);
+        }
+    }
+    g_unlink(d->log);
+    g_rmdir(run);
+    g_rmdir(d->dir);
+    g_free(d->dir);
+    g_free(d->sock);
+    g_free(d->log);
+    cur_pool = NULL;
+}
+
+static bool log_contains(Daemon *d, const char *needle)
+{
+    g_autofree char *text = NULL;
+
+    return g_file_get_contents(d->log, &text, NULL, NULL) && strstr(text, needle);
+}
+
+/* ---- devices ---- */
+
+static uint64_t charge_of(const Dev *v)
+{
+    return v->held > v->limit ? v->held : v->limit;
+}
+
+static uint64_t dev_set_limit(void *opaque, uint64_t limit)
+{
+    Dev *v = opaque;
+    uint64_t sum = 0;
+
+    v->n_set++;
+    if (limit < v->limit) {
+        v->n_lowered++;
+    }
+    if (limit > v->limit && v->connected) {
+        /* A raise must fit: everything devices may hold stays <= pool. */
+        v->limit = limit;
+        for (int i = 0; i < MAX_DEVS; i++) {
+            if (devs[i] && devs[i]->c) {
+                sum += charge_of(devs[i]);
+            }
+        }
+        if (cur_pool && sum > *cur_pool) {
+            g_error("raise of %s to %" G_GUINT64_FORMAT " makes %" G_GUINT64_FORMAT
+                    " > pool %" G_GUINT64_FORMAT, v->name, limit, sum, *cur_pool);
+        }
+    }
+    v->limit = limit;
+    return v->held;
+}
+
+static void dev_conn(void *opaque, bool up)
+{
+    Dev *v = opaque;
+
+    v->connected = up;
+    if (up) {
+        v->n_up++;
+    } else {
+        v->n_down++;
+    }
+}
+
+static const VtmemPoolClientOps dev_ops = {
+    .set_limit = dev_set_limit,
+    .connection_changed = dev_conn,
+};
+
+static void dev_open(Dev *v, Daemon *d, const char *name, const char *uuid, uint64_t cap)
+{
+    g_autoptr(GError) err = NULL;
+
+    memset(v, 0, sizeof(*v));
+    v->name = name;
+    v->c = vtmem_pool_client_new(d->sock, name, uuid, cap, &dev_ops, v, NULL, &err);
+    g_assert_no_error(err);
+    g_assert_nonnull(v->c);
+    v->limit = vtmem_pool_client_get_limit(v->c);
+    for (int i = 0; i < MAX_DEVS; i++) {
+        if (!devs[i]) {
+            devs[i] = v;
+            break;
+        }
+    }
+}
+
+static void dev_close(Dev *v)
+{
+    vtmem_pool_client_free(v->c);
+    v->c = NULL;
+    for (int i = 0; i < MAX_DEVS; i++) {
+        if (devs[i] == v) {
+            devs[i] = NULL;
+        }
+    }
+}
+
+static void dev_use(Dev *v, uint64_t held, uint64_t wanted)
+{
+    v->held = held;
+    vtmem_pool_client_update(v->c, held, wanted);
+}
+
+/* Run the default main context until cond holds or ms pass. */
+#define WAIT_FOR(cond, ms)                                                   \
+    do {                                                                     \
+        gint64 deadline_ = g_get_monotonic_time() + (gint64)(ms) * 1000;     \
+        while (!(cond) && g_get_monotonic_time() < deadline_) {              \
+            if (!g_main_context_iteration(NULL, FALSE)) {                    \
+                g_usleep(1000);                                              \
+            }                                                                \
+        }                                                                    \
+        if (!(cond)) {                                                       \
+            g_error("timed out waiting for: %s", #cond);                    \
+        }                                                                    \
+    } while (0)
+
+static void spin(int ms)
+{
+    gint64 deadline = g_get_monotonic_time() + (gint64)ms * 1000;
+
+    while (g_get_monotonic_time() < deadline) {
+        if (!g_main_context_iteration(NULL, FALSE)) {
+            g_usleep(1000);
+        }
+    }
+}
+
+/* ---- raw sockets and the control channel ---- */
+
+static int raw_connect(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct timeval tv = { .tv_sec = 3 };
+
+    g_strlcpy(sa.sun_path, path, sizeof(sa.sun_path));
+    if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        close(s);
+        return -1;
+    }
+    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    return s;
+}
+
+/* Read until EOF (or timeout); returns what came. */
+static char *raw_read_all(int s, bool *eof)
+{
+    GString *str = g_string_new(NULL);
+    char buf[512];
+    ssize_t n;
+
+    *eof = false;
+    while ((n = read(s, buf, sizeof(buf))) > 0) {
+        g_string_append_len(str, buf, n);
+    }
+    *eof = n == 0 || (n < 0 && errno == ECONNRESET);
+    return g_string_free(str, FALSE);
+}
+
+/* Read one line (blocking, with the socket's timeout). */
+static char *raw_read_line(int s)
+{
+    GString *str = g_string_new(NULL);
+    char ch;
+
+    while (read(s, &ch, 1) == 1) {
+        if (ch == '\n') {
+            return g_string_free(str, FALSE);
+        }
+        g_string_append_c(str, ch);
+    }
+    g_string_free(str, TRUE);
+    return NULL;
+}
+
+static void raw_write(int s, const char *text)
+{
+    g_assert_cmpint(write(s, text, strlen(text)), ==, (ssize_t)strlen(text));
+}
+
+/* One control command; returns the reply lines up to OK/ERR/END. */
+static char *control(Daemon *d, const char *cmd)
+{
+    int s = raw_connect(d->sock);
+    GString *all = g_string_new(NULL);
+    char *line;
+
+    g_assert_cmpint(s, >=, 0);
+    raw_write(s, cmd);
+    raw_write(s, "\n");
+    while ((line = raw_read_line(s))) {
+        bool last = strcmp(line, "OK") == 0 || strcmp(line, "END") == 0 ||
+                    g_str_has_prefix(line, "ERR");
+
+        g_string_append_printf(all, "%s\n", line);
+        g_free(line);
+        if (last) {
+            break;
+        }
+    }
+    close(s);
+    return g_string_free(all, FALSE);
+}
+
+/* A key's number from the POOL line of STATUS. */
+static uint64_t status_pool(Daemon *d, const char *key)
+{
+    g_autofree char *st = control(d, "STATUS");
+    g_autofree char *pat = g_strdup_printf(" %s=", key);
+    const char *p = strstr(st, pat);
+
+    g_assert_true(g_str_has_prefix(st, "POOL "));
+    g_assert_nonnull(p);
+    return g_ascii_strtoull(p + strlen(pat), NULL, 10);
+}
+
+/* ---- tests ---- */
+
+/* Leases come in granules as usage grows, and go back when it drops. */
+static void test_lease(void)
+{
+    Daemon d = { 0 };
+    Dev a;
+
+    daemon_setup(&d);
+    daemon_start(&d, "64M", 0, NULL);
+    dev_open(&a, &d, "vm-a", uuid_a, 1ULL << 30);
+    g_assert_true(vtmem_pool_client_is_connected(a.c) == false);
+    g_assert_cmpuint(a.limit, ==, 0);    /* registered: no lease yet */
+    WAIT_FOR(a.connected && a.limit == 1 * G, 2000);   /* one granule of headroom */
+    dev_use(&a, 3 * MiB, VTMEM_POOL_WANT_AUTO);
+    WAIT_FOR(a.limit == 2 * G, 2000);
+    dev_use(&a, 2 * G + 1, VTMEM_POOL_WANT_AUTO);
+    WAIT_FOR(a.limit == 4 * G, 2000);
+    g_assert_cmpuint(status_pool(&d, "charged"), ==, 4 * G);
+    /* usage falls: surplus goes back */
+    dev_use(&a, 0, VTMEM_POOL_WANT_AUTO);
+    WAIT_FOR(a.limit == 1 * G, 2000);
+    WAIT_FOR(status_pool(&d, "charged") == 1 * G, 2000);
+    /* the cap (the device's own limit) bounds the lease */
+    g_assert_cmpuint(vtmem_pool_client_set_cap(a.c, 6 * MiB), ==, 1 * G);
+    dev_use(&a, 0, 1ULL << 30);
+    spin(200);
+    WAIT_FOR(a.limit == 6 * MiB, 2000);
+    g_assert_cmpuint(vtmem_pool_client_get_limit(a.c), ==, 6 * MiB);
+    dev_close(&a);
+    WAIT_FOR(status_pool(&d, "charged") == 0, 2000);
+    daemon_teardown(&d);
+}
+
+/* A second VM takes half; weights shift the split; leaving gives back. */
+static void test_contention(void)
+{
+    Daemon d = { 0 };
+    Dev a, b;
+    g_autofree char *r = NULL;
+    g_autofree char *cmd = NULL;
+
+    daemon_setup(&d);
+    daemon_start(&d, "64M", 0, NULL);
+    dev_open(&a, &d, "vm-a", uuid_a, 1ULL << 30);
+    dev_use(&a, 0, 64 * MiB);
+    WAIT_FOR(a.limit == 64 * MiB, 2000);
+    g_assert_cmpuint(a.n_lowered, ==, 0);
+
+    dev_open(&b, &d, "vm-b", uuid_b, 1ULL << 30);
+    dev_use(&b, 0, 64 * MiB);
+    WAIT_FOR(a.limit == 32 * MiB && b.limit == 32 * MiB, 2000);
+    g_assert_cmpuint(a.n_lowered, >=, 1);   /* the callback saw it drop */
+
+    cmd = g_strdup_printf("SET-VM-WEIGHT %s 300", uuid_b);
+    r = control(&d, cmd);
+    g_assert_cmpstr(r, ==, "OK\n");
+    WAIT_FOR(a.limit == 16 * MiB && b.limit == 48 * MiB, 2000);
+
+    /* A's cap from the daemon side */
+    g_free(r);
+    g_free(cmd);
+    cmd = g_strdup_printf("SET-VM-LIMIT %s 8388608", uuid_b);
+    r = control(&d, cmd);
+    g_assert_cmpstr(r, ==, "OK\n");
+    WAIT_FOR(a.limit == 56 * MiB && b.limit == 8 * MiB, 2000);
+    g_free(r);
+    g_free(cmd);
+    cmd = g_strdup_printf("SET-VM-LIMIT %s none", uuid_b);
+    r = control(&d, cmd);
+    g_assert_cmpstr(r, ==, "OK\n");
+    WAIT_FOR(a.limit == 16 * MiB && b.limit == 48 * MiB, 2000);
+
+    /* B leaves: A gets everything back */
+    dev_close(&b);
+    WAIT_FOR(a.limit == 64 * MiB, 2000);
+    g_assert_true(log_contains(&d, "closed: device left"));
+
+    /* the operator lowers the pool: A shrinks, nothing exceeds */
+    g_free(r);
+    r = control(&d, "SET-POOL-LIMIT 20971520");
+    g_assert_cmpstr(r, ==, "OK\n");
+    d.pool = 20 * MiB;
+    WAIT_FOR(a.limit == 20 * MiB, 2000);
+    g_assert_cmpuint(status_pool(&d, "charged"), ==, 20 * MiB);
+    dev_close(&a);
+    daemon_teardown(&d);
+}
+
+/* The daemon dies and comes back smaller; devices keep their pages and
+ * leases meanwhile, re-register, and are shrunk to fit.
+ */
+static void test_restart(void)
+{
+    Daemon d = { 0 };
+    Dev a, b;
+
+    daemon_setup(&d);
+    daemon_start(&d, "64M", 0, NULL);
+    dev_open(&a, &d, "vm-a", uuid_a, 1ULL << 30);
+    dev_open(&b, &d, "vm-b", uuid_b, 1ULL << 30);
+    dev_use(&a, 0, 64 * MiB);
+    dev_use(&b, 0, 64 * MiB);
+    WAIT_FOR(a.limit == 32 * MiB && b.limit == 32 * MiB, 2000);
+    dev_use(&a, 28 * MiB, 64 * MiB);
+    dev_use(&b, 28 * MiB, 64 * MiB);
+    spin(50);
+
+    daemon_kill(&d, SIGKILL);
+    WAIT_FOR(!a.connected && !b.connected, 2000);
+    /* leases are kept while the daemon is away */
+    spin(300);
+    g_assert_cmpuint(a.limit, ==, 32 * MiB);
+    g_assert_cmpuint(b.limit, ==, 32 * MiB);
+    g_assert_cmpuint(vtmem_pool_client_get_limit(a.c), ==, 32 * MiB);
+
+    daemon_start(&d, "40M", 300, NULL);
+    WAIT_FOR(a.connected && b.connected, 5000);
+    /* over the pool: both are lowered to their share, never raised */
+    WAIT_FOR(a.limit == 20 * MiB && b.limit == 20 * MiB, 3000);
+    /* they still hold 28M each: counted until they report it freed */
+    g_assert_cmpuint(status_pool(&d, "charged"), ==, 56 * MiB);
+    dev_use(&a, 16 * MiB, 64 * MiB);
+    dev_use(&b, 16 * MiB, 64 * MiB);
+    WAIT_FOR(status_pool(&d, "charged") == 40 * MiB, 2000);
+    g_assert_cmpuint(a.n_up, ==, 2);
+    dev_close(&a);
+    dev_close(&b);
+    daemon_teardown(&d);
+}
+
+/* A device that starts while the daemon is down runs on its own limit
+ * and registers when the daemon appears.
+ */
+static void test_standalone(void)
+{
+    Daemon d = { 0 };
+    Dev a;
+
+    daemon_setup(&d);
+    dev_open(&a, &d, "vm-a", uuid_a, 12 * MiB);
+    g_assert_cmpuint(a.limit, ==, 12 * MiB);
+    dev_use(&a, 10 * MiB, VTMEM_POOL_WANT_AUTO);
+    spin(150);
+    g_assert_false(a.connected);
+    daemon_start(&d, "8M", 0, NULL);
+    WAIT_FOR(a.connected, 5000);
+    WAIT_FOR(a.limit == 8 * MiB, 2000);
+    g_assert_cmpuint(status_pool(&d, "charged"), ==, 10 * MiB);
+    dev_use(&a, 4 * MiB, 4 * MiB);
+    WAIT_FOR(status_pool(&d, "charged") <= 8 * MiB, 2000);
+    dev_close(&a);
+    daemon_teardown(&d);
+}
+
+/* Garbage, oversized and partial input closes only that connection. */
+static void test_garbage(void)
+{
+    Daemon d = { 0 };
+    Dev a;
+    char big[2000];
+    bool eof;
+    int s, partial;
+    char *out;
+
+    daemon_setup(&d);
+    daemon_start(&d, "64M", 0, NULL);
+    dev_open(&a, &d, "vm-a", uuid_a, 1ULL << 30);
+    WAIT_FOR(a.connected && a.limit == G, 2000);
+
+    /* a partial line is held without blocking anyone */
+    partial = raw_connect(d.sock);
+    raw_write(partial, "REGIS");
+
+    s = raw_connect(d.sock);
+    raw_write(s, "HELLO\001\n");
+    out = raw_read_all(s, &eof);
+    g_assert_true(eof);
+    g_assert_true(g_str_has_prefix(out, "ERROR non-printable"));
+    g_free(out);
+    close(s);
+
+    s = raw_connect(d.sock);
+    memset(big, 'A', sizeof(big));
+    g_assert_cmpint(write(s, big, sizeof(big)), ==, (ssize_t)sizeof(big));
+    out = raw_read_all(s, &eof);
+    g_assert_true(eof);
+    g_free(out);
+    close(s);
+
+    s = raw_connect(d.sock);
+    raw_write(s, "REGISTER 1 not-a-uuid 0 0 0 0 x\n");
+    out = raw_read_all(s, &eof);
+    g_assert_true(eof);
+    g_assert_cmpstr(out, ==, "ERROR REGISTER: bad uuid\n");
+    g_free(out);
+    close(s);
+
+    s = raw_connect(d.sock);
+    raw_write(s, "REGISTER 1 11111111-2222-3333-4444-555555555555 99999999999999999999999 0 0 0 x\n");
+    out = raw_read_all(s, &eof);
+    g_assert_true(eof);
+    g_assert_cmpstr(out, ==, "ERROR REGISTER: bad number\n");
+    g_free(out);
+    close(s);
+
+    s = raw_connect(d.sock);
+    raw_write(s, "STATUS  \n");
+    out = raw_read_all(s, &eof);
+    g_assert_true(eof);
+    g_assert_cmpstr(out, ==, "ERROR malformed line\n");
+    g_free(out);
+    close(s);
+
+    /* everybody else is fine, the partial one too */
+    dev_use(&a, 0, 12 * MiB);
+    WAIT_FOR(a.limit == 12 * MiB, 2000);
+    g_assert_cmpuint(a.n_down, ==, 0);
+    g_assert_cmpuint(status_pool(&d, "vms"), ==, 1);
+    raw_write(partial, "TER 1 aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee 0 0 0 0 late\n");
+    out = raw_read_line(partial);
+    g_assert_nonnull(out);
+    g_assert_true(g_str_has_prefix(out, "WELCOME 1 4194304 "));
+    g_free(out);
+    g_assert_cmpuint(status_pool(&d, "vms"), ==, 2);
+    raw_write(partial, "BYE\n");
+    out = raw_read_all(partial, &eof);
+    g_assert_true(eof);
+    g_free(out);
+    close(partial);
+
+    g_assert_true(log_contains(&d, "protocol error: non-printable byte in line"));
+    g_assert_true(log_contains(&d, "protocol error: line too long"));
+    g_assert_true(log_contains(&d, "protocol error: REGISTER: bad uuid"));
+    dev_close(&a);
+    daemon_teardown(&d);
+}
+
+/* A device whose process dies without BYE gives its budget back; one
+ * whose connection breaks while its process lives keeps it (its pages
+ * are still there) until it re-registers.
+ */
+static void test_crash(void)
+{
+    Daemon d = { 0 };
+    int p[2], status;
+    pid_t pid;
+    char c;
+
+    daemon_setup(&d);
+    daemon_start(&d, "64M", 0, NULL);
+    g_assert_cmpint(pipe(p), ==, 0);
+    pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        int s = raw_connect(d.sock);
+        char *l1, *l2;
+
+        raw_write(s, "REGISTER 1 11111111-2222-3333-4444-555555555555 0 0 1073741824 8388608 crashy\n");
+        l1 = raw_read_line(s);
+        l2 = raw_read_line(s);
+        if (!l1 || !l2 || strcmp(l2, "LIMIT 1 8388608") != 0) {
+            _exit(2);
+        }
+        raw_write(s, "ACK 1 0\n");
+        if (write(p[1], "x", 1) != 1) {
+            _exit(3);
+        }
+        pause();
+        _exit(0);
+    }
+    close(p[1]);
+    g_assert_cmpint(read(p[0], &c, 1), ==, 1);
+    close(p[0]);
+    WAIT_FOR(status_pool(&d, "charged") == 8 * MiB, 2000);
+    kill(pid, SIGKILL);
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    WAIT_FOR(status_pool(&d, "charged") == 0, 2000);
+    g_assert_cmpuint(status_pool(&d, "vms"), ==, 0);
+
+    /* connection lost, process alive: the lease stays as a ghost */
+    {
+        int s = raw_connect(d.sock);
+        char *l;
+
+        raw_write(s, "REGISTER 1 aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee 0 0 1073741824 8388608 alive\n");
+        g_free(raw_read_line(s));
+        l = raw_read_line(s);
+        g_assert_cmpstr(l, ==, "LIMIT 1 8388608");
+        g_free(l);
+        close(s);
+        WAIT_FOR(log_contains(&d, "keeping its lease"), 2000);
+        g_assert_cmpuint(status_pool(&d, "charged"), ==, 8 * MiB);
+        g_assert_cmpuint(status_pool(&d, "vms"), ==, 1);
+        /* the same process re-registers: the ghost is replaced */
+        s = raw_connect(d.sock);
+        raw_write(s, "REGISTER 1 aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee 4194304 8388608 1073741824 8388608 alive\n");
+        l = raw_read_line(s);
+        g_assert_true(g_str_has_prefix(l, "WELCOME"));
+        g_free(l);
+        WAIT_FOR(status_pool(&d, "vms") == 1, 2000);
+        g_assert_cmpuint(status_pool(&d, "charged"), ==, 8 * MiB);
+        raw_write(s, "BYE\n");
+        close(s);
+        WAIT_FOR(status_pool(&d, "charged") == 0, 2000);
+    }
+    daemon_teardown(&d);
+}
+
+/* As nobody, in a child: connect and try to register. Returns what the
+ * daemon answered (first line) through the exit code.
+ */
+static int child_as_nobody(const char *sock, const char *line)
+{
+    pid_t pid = fork();
+    int status;
+
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        int s;
+        char *l;
+
+        if (setresgid(65534, 65534, 65534) < 0 || setgroups(0, NULL) < 0 ||
+            setresuid(65534, 65534, 65534) < 0) {
+            _exit(10);
+        }
+        s = raw_connect(sock);
+        if (s < 0) {
+            _exit(errno == EACCES ? 11 : 12);
+        }
+        raw_write(s, line);
+        l = raw_read_line(s);
+        if (!l) {
+            _exit(13);
+        }
+        if (strcmp(l, "ERROR not allowed") == 0) {
+            _exit(20);
+        }
+        if (g_str_has_prefix(l, "WELCOME")) {
+            _exit(21);
+        }
+        if (g_str_has_prefix(l, "ERROR control")) {
+            _exit(22);
+        }
+        _exit(14);
+    }
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    g_assert_true(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
+static void test_permissions(void)
+{
+    Daemon d = { 0 };
+    g_autofree char *run = NULL;
+    struct stat st;
+    const char *reg = "REGISTER 1 11111111-2222-3333-4444-555555555555 0 0 1 1 nobody\n";
+
+    if (geteuid() != 0) {
+        g_test_skip("needs root to switch to nobody");
+        return;
+    }
+    daemon_setup(&d);
+    g_assert_cmpint(chmod(d.dir, 0755), ==, 0);
+    run = g_path_get_dirname(d.sock);
+    daemon_start(&d, "64M", 0, NULL);
+    g_assert_cmpint(stat(run, &st), ==, 0);
+    g_assert_cmpint(st.st_mode & 07777, ==, 0750);
+    g_assert_cmpint(lstat(d.sock, &st), ==, 0);
+    g_assert_true(S_ISSOCK(st.st_mode));
+    g_assert_cmpint(st.st_mode & 07777, ==, 0660);
+    /* the file system keeps nobody out */
+    g_assert_cmpint(child_as_nobody(d.sock, reg), ==, 11);
+    /* open it up: the credential check still refuses */
+    g_assert_cmpint(chmod(run, 0755), ==, 0);
+    g_assert_cmpint(chmod(d.sock, 0666), ==, 0);
+    g_assert_cmpint(child_as_nobody(d.sock, reg), ==, 20);
+    g_assert_true(log_contains(&d, "rejected: uid 65534 gid 65534 not allowed"));
+    g_assert_cmpuint(status_pool(&d, "vms"), ==, 0);
+    daemon_kill(&d, SIGTERM);
+
+    /* --allow-gid: the group's devices may register, not control */
+    daemon_start(&d, "64M", 0, "--allow-gid=65534");
+    g_assert_cmpint(chmod(run, 0755), ==, 0);
+    g_assert_cmpint(chmod(d.sock, 0666), ==, 0);
+    g_assert_cmpint(child_as_nobody(d.sock, reg), ==, 21);
+    g_assert_cmpint(child_as_nobody(d.sock, "SET-POOL-LIMIT 1\n"), ==, 22);
+    g_assert_cmpuint(status_pool(&d, "limit"), ==, 64 * MiB);
+    daemon_teardown(&d);
+}
+
+/* A client that stops reading does not block the daemon. */
+static void test_slow_reader(void)
+{
+    Daemon d = { 0 };
+    Dev a;
+    int s;
+    GString *many = g_string_new(NULL);
+
+    daemon_setup(&d);
+    daemon_start(&d, "64M", 0, NULL);
+    dev_open(&a, &d, "vm-a", uuid_a, 1ULL << 30);
+    WAIT_FOR(a.connected, 2000);
+    s = raw_connect(d.sock);
+    {
+        int fl = fcntl(s, F_GETFL);
+
+        fcntl(s, F_SETFL, fl | O_NONBLOCK);
+    }
+    for (int i = 0; i < 4000; i++) {
+        g_string_append(many, "STATUS\n");
+    }
+    /* write what fits; never read the replies */
+    {
+        size_t off = 0;
+        gint64 end = g_get_monotonic_time() + 3 * G_USEC_PER_SEC;
+
+        while (off < many->len && g_get_monotonic_time() < end) {
+            ssize_t n = write(s, many->str + off, many->len - off);
+
+            if (n > 0) {
+                off += (size_t)n;
+            } else {
+                spin(5);
+            }
+        }
+    }
+    dev_use(&a, 0, 20 * MiB);
+    WAIT_FOR(a.limit == 20 * MiB, 3000);
+    WAIT_FOR(log_contains(&d, "peer does not read its replies"), 3000);
+    close(s);
+    g_string_free(many, TRUE);
+    dev_close(&a);
+    daemon_teardown(&d);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    g_test_add_func("/daemon/lease", test_lease);
+    g_test_add_func("/daemon/contention", test_contention);
+    g_test_add_func("/daemon/restart", test_restart);
+    g_test_add_func("/daemon/standalone", test_standalone);
+    g_test_add_func("/daemon/garbage", test_garbage);
+    g_test_add_func("/daemon/crash", test_crash);
+    g_test_add_func("/daemon/permissions", test_permissions);
+    g_test_add_func("/daemon/slow-reader", test_slow_reader);
+    return g_test_run();
+}
