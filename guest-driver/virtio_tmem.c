@@ -66,6 +66,7 @@ enum vt_state {
 #define VT_SECTORS_PER_PAGE	(PAGE_SIZE >> SECTOR_SHIFT)
 #define VT_PEND_MAX	4096
 #define VT_REQ_POOL	16
+#define VT_FULL_BACKOFF	(HZ / 20)
 
 struct vtmem_req {
 	struct virtio_tmem_req_hdr hdr;
@@ -82,6 +83,9 @@ struct vtmem_host {
 	u64 nr_slots;
 	u32 max_batch;
 	unsigned long done_count;	/* completions seen, for space waits */
+	/* After a refusal, skip PUTs for a while or until a host page is freed. */
+	bool full;
+	unsigned long full_since;
 	wait_queue_head_t space_wq;
 };
 
@@ -91,6 +95,7 @@ struct vtmem_stats {
 	atomic64_t pages_same;
 	atomic64_t host_puts;
 	atomic64_t host_refusals;
+	atomic64_t host_skipped;
 	atomic64_t host_gets;
 	atomic64_t host_errors;
 	atomic64_t inv_slots;
@@ -592,8 +597,10 @@ static unsigned long vt_release(struct vtmem *vt, unsigned long e)
 	vt_account(vt, e, -1);
 	switch (vt_state(e)) {
 	case VT_HOST:
-		if (vt_payload(e) != VT_HOST_LOST)
+		if (vt_payload(e) != VT_HOST_LOST) {
+			WRITE_ONCE(vt->host.full, false);
 			return VT_INV;
+		}
 		break;
 	case VT_DISK:
 		vt_blk_free(vt, vt_payload(e));
@@ -649,7 +656,11 @@ static int vt_write_page(struct vtmem *vt, u64 index, struct page *page,
 		goto done;
 	}
 
-	if (READ_ONCE(vt->host.ready) && index < READ_ONCE(vt->host.nr_slots)) {
+	if (READ_ONCE(vt->host.full) &&
+	    time_before(jiffies, READ_ONCE(vt->host.full_since) + VT_FULL_BACKOFF))
+		atomic64_inc(&vt->stats.host_skipped);
+	else if (READ_ONCE(vt->host.ready) &&
+		 index < READ_ONCE(vt->host.nr_slots)) {
 		ret = vt_host_put(vt, index, page, off);
 		if (ret >= 0)
 			put_sent = true;
@@ -658,10 +669,13 @@ static int vt_write_page(struct vtmem *vt, u64 index, struct page *page,
 			new = vt_mk(VT_HOST, 0);
 			goto done;
 		}
-		if (ret == VIRTIO_TMEM_S_NOSPACE)
+		if (ret == VIRTIO_TMEM_S_NOSPACE) {
 			atomic64_inc(&vt->stats.host_refusals);
-		else
+			WRITE_ONCE(vt->host.full_since, jiffies);
+			WRITE_ONCE(vt->host.full, true);
+		} else {
 			atomic64_inc(&vt->stats.host_errors);
+		}
 	}
 
 	if (vt->bdev) {
@@ -1256,6 +1270,7 @@ static ssize_t stat_show(struct device *dev, struct device_attribute *attr,
 		"pages_host %lld\npages_disk %lld\npages_same %lld\n"
 		"disk_blocks_used %llu\ndisk_blocks_total %llu\n"
 		"host_attached %d\nhost_puts %lld\nhost_refusals %lld\n"
+		"host_skipped %lld\n"
 		"host_gets %lld\nhost_errors %lld\ninvalidated_slots %lld\n"
 		"invalidate_batches %lld\ninvalidate_ranges %lld\n"
 		"invalidate_overflows %lld\nnotify_free %lld\n"
@@ -1265,6 +1280,7 @@ static ssize_t stat_show(struct device *dev, struct device_attribute *attr,
 		atomic64_read(&s->pages_same), blocks_used, vt->nr_blocks,
 		READ_ONCE(vt->host.ready) ? 1 : 0,
 		atomic64_read(&s->host_puts), atomic64_read(&s->host_refusals),
+		atomic64_read(&s->host_skipped),
 		atomic64_read(&s->host_gets), atomic64_read(&s->host_errors),
 		atomic64_read(&s->inv_slots), atomic64_read(&s->inv_reqs),
 		atomic64_read(&s->range_reqs), atomic64_read(&s->inv_overflows),

