@@ -88,7 +88,8 @@ void vtmem_store_invalidate_all(VtmemStore *store);
  * decompressed page (valid during the call only). Stops early and returns
  * fn's value if fn returns non-zero; else returns 0. fn must not call back
  * into the store; the store is locked against writers meanwhile only per
- * slot, so concurrent puts may or may not be seen.
+ * slot, so concurrent puts may or may not be seen. VTMEM_ERR_INVAL if
+ * store or fn is NULL.
  */
 typedef int (*VtmemStoreIterFn)(uint64_t slot, const void *page, void *opaque);
 int vtmem_store_iterate(VtmemStore *store, VtmemStoreIterFn fn, void *opaque);
@@ -101,7 +102,9 @@ uint64_t vtmem_store_compact(VtmemStore *store);
 
 /*
  * Change the limit. Lowering it below memory_held drops nothing: puts
- * are refused until usage falls below the limit.
+ * are refused until usage falls below the limit. (Precisely: a put is
+ * accepted only if memory_held after it is within the limit; this holds
+ * for same-filled pages too, although they take no allocation.)
  */
 void vtmem_store_set_limit(VtmemStore *store, uint64_t limit);
 

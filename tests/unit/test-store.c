@@ -2,7 +2,7 @@
  * Unit tests for the vtmem page store and its zpool allocator.
  *
  * Randomised tests print their seed; rerun one with VTMEM_TEST_SEED=N.
- * VTMEM_TEST_SCALE (percent, default 100; 10 under valgrind) scales the
+ * VTMEM_TEST_SCALE (percent, default 100; 25 under valgrind) scales the
  * iteration counts, never the checks.
  */
 #include <glib.h>
@@ -940,7 +940,7 @@ int main(int argc, char **argv)
     if (env) {
         scale_pct = (unsigned)strtoul(env, NULL, 0);
     } else if (preload && strstr(preload, "vgpreload")) {
-        scale_pct = 10;  /* under valgrind: same checks, fewer rounds */
+        scale_pct = 25;  /* under valgrind: same checks, fewer rounds */
     }
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/store/new-free", test_new_free);
