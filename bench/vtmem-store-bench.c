@@ -593,6 +593,10 @@ static void run_set(const PageSet *s, Result *r, GString *json, bool last)
            smax(&r->put_scaling), median(&r->get_scaling),
            smin(&r->get_scaling), smax(&r->get_scaling),
            median(&r->lz4c_scaling), median(&r->lz4d_scaling));
+    printf("  scaling relative to raw LZ4's (what the machine allowed): "
+           "put %.3f, get %.3f\n",
+           median(&r->put_scaling) / median(&r->lz4c_scaling),
+           median(&r->get_scaling) / median(&r->lz4d_scaling));
 
 #define JS(name, smp) \
     g_string_append_printf(json, "    \"" name "\": {\"median\": %.4f, " \
@@ -615,6 +619,10 @@ static void run_set(const PageSet *s, Result *r, GString *json, bool last)
     JS("get_scaling", &r->get_scaling);
     JS("lz4_compress_scaling", &r->lz4c_scaling);
     JS("lz4_decompress_scaling", &r->lz4d_scaling);
+    g_string_append_printf(json, "    \"put_scaling_vs_lz4\": %.4f,\n"
+                           "    \"get_scaling_vs_lz4\": %.4f,\n",
+                           median(&r->put_scaling) / median(&r->lz4c_scaling),
+                           median(&r->get_scaling) / median(&r->lz4d_scaling));
     g_string_append_printf(json, "    \"metadata_per_page\": %.3f,\n"
                            "    \"metadata_bytes\": %" PRIu64 ",\n"
                            "    \"stored_pages\": %" PRIu64 ",\n"

@@ -38,7 +38,7 @@
  * and compression stops early (output buffer full) on such pages. zsmalloc
  * treats objects this large as "huge" for similar reasons.
  */
-#define COMPRESSED_MAX (PAGE * 3 / 4)
+#define COMPRESSED_MAX VTMEM_ZPOOL_HUGE_SIZE  /* 3/4 page */
 #define CHUNK_SHIFT 9
 #define CHUNK_SLOTS (1u << CHUNK_SHIFT)
 #define STRIPE_BITS 7

@@ -17,7 +17,7 @@
 #define SHAPE_SLACK 0.01              /* see class_shape */
 #define MIN_SLOTS 8u                   /* header cost <= 5 B per object */
 #define MAX_PAGES 8u                   /* see vtmem-zpool.h */
-#define COMPRESSED_MAX 3072u          /* larger objects all go to raw class */
+#define COMPRESSED_MAX VTMEM_ZPOOL_HUGE_SIZE
 #define NR_STEPS (COMPRESSED_MAX / STEP)
 #define RAW_CLASS_PAGES 4u            /* amortises the header over 4 pages */
 #define DIR_SHIFT 9u                  /* 512 ids per directory segment */

@@ -39,6 +39,8 @@ typedef uint64_t VtmemZhandle;
 #define VTMEM_ZPOOL_IDX_BITS 10
 #define VTMEM_ZPOOL_HANDLE_BITS (32 + VTMEM_ZPOOL_IDX_BITS)
 #define VTMEM_ZPOOL_MAX_SIZE 4096
+/* Objects above this size all share one class of 4096-byte slots. */
+#define VTMEM_ZPOOL_HUGE_SIZE 3072
 
 /*
  * max_objects bounds how many objects can be live at once (it sizes the
