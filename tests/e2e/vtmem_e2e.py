@@ -436,11 +436,31 @@ class Scenario:
 WL = "workload main 160 1 64M sync\n"
 
 
+# Plain block I/O through submit_bio (dd, O_DIRECT), then discard: the host
+# drops the range (INVALIDATE_RANGE) and the device reads back zeros.
+BLOCK_IO = r"""
+echo 64M > /sys/block/vtmem0/vtmem/disksize
+dd if=/dev/urandom of=/tmp/rnd bs=1M count=16 2>/dev/null
+dd if=/tmp/rnd of=/dev/vtmem0 bs=1M oflag=direct 2>/dev/null
+dd if=/dev/vtmem0 of=/tmp/back bs=1M count=16 iflag=direct 2>/dev/null
+cmp /tmp/rnd /tmp/back && echo "VTMEM-MARK dd-verified"
+stat_dump dd
+sync_host dd-written
+blkdiscard /dev/vtmem0 || echo "VTMEM-FAIL blkdiscard"
+stat_dump discarded
+sync_host discarded
+n=$(dd if=/dev/vtmem0 bs=1M count=16 iflag=direct 2>/dev/null | tr -d '\000' | wc -c)
+[ "$n" = 0 ] && echo "VTMEM-MARK discard-zeroes"
+echo 1 > /sys/block/vtmem0/vtmem/reset
+"""
+
+
 class Fits(Scenario):
     name = "fits"
     script = ("sync_host boot\nsetup -b /dev/vda -s 512M\nstat_dump setup\n" + WL +
               "stat_dump after-exit\nsync_host after-exit\n"
-              "vtmem-setup stop\nstat_dump after-stop\nsync_host after-stop\n")
+              "vtmem-setup stop\nstat_dump after-stop\nsync_host after-stop\n" +
+              BLOCK_IO)
 
     def on_sync(self, g, run, name):
         if name == "after-exit":
@@ -448,6 +468,8 @@ class Fits(Scenario):
             run.host[name] = wait_host(g, lambda s: s["stored-pages"] <= RESIDUE)
         elif name == "after-stop":
             run.host[name] = wait_host(g, lambda s: s["stored-pages"] == 0)
+        elif name in ("dd-written", "discarded"):
+            run.host[name] = g.qmp.host_stats()
         return super().on_sync(g, run, name)
 
     def check(self, run):
@@ -472,6 +494,13 @@ class Fits(Scenario):
                "host empty after swapoff (%s)" % run.host["after-stop"])
         expect(run.st("after-exit", "failed_reads") == 0 and
                run.st("after-exit", "failed_writes") == 0, "no failed I/O")
+        expect("dd-verified" in run.marks, "O_DIRECT block I/O verifies")
+        expect(run.host["dd-written"]["stored-pages"] >= 4096,
+               "dd data on the host (%d)" % run.host["dd-written"]["stored-pages"])
+        expect(run.st("discarded", "invalidate_ranges") > 0 and
+               run.host["discarded"]["stored-pages"] == 0,
+               "discard dropped the range on the host")
+        expect("discard-zeroes" in run.marks, "discarded blocks read as zeroes")
 
 
 class SmallLimit(Scenario):
