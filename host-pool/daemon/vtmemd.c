@@ -409,11 +409,30 @@ static void conn_free(Conn *c)
     g_free(c);
 }
 
-static bool pidfd_alive(int pidfd)
+/* Is the peer process still there? With a pidfd, exactly; without one
+ * (kernels before 5.3, valgrind), by pid (a reused pid only delays the
+ * return of that budget).
+ */
+static bool peer_alive(Conn *c)
 {
-    struct pollfd p = { .fd = pidfd, .events = POLLIN };
+    if (c->pidfd >= 0) {
+        struct pollfd p = { .fd = c->pidfd, .events = POLLIN };
 
-    return poll(&p, 1, 0) == 0;
+        return poll(&p, 1, 0) == 0;
+    }
+    return c->pid > 0 && (kill(c->pid, 0) == 0 || errno == EPERM);
+}
+
+static gboolean ghost_poll(gpointer data)
+{
+    Conn *c = data;
+
+    if (peer_alive(c)) {
+        return G_SOURCE_CONTINUE;
+    }
+    c->pidfd_src = 0;
+    conn_doom(c, "process exited");
+    return G_SOURCE_REMOVE;
 }
 
 static gboolean ghost_exited(gint fd, GIOCondition cond, gpointer data)
@@ -438,8 +457,7 @@ static gboolean reap(gpointer data)
         Conn *c = l->data;
 
         if (c->doomed) {
-            if (c->kind == CONN_DEVICE && !c->bye && c->pidfd >= 0 &&
-                pidfd_alive(c->pidfd)) {
+            if (c->kind == CONN_DEVICE && !c->bye && peer_alive(c)) {
                 /* The device may still hold pages on its lease: keep
                  * charging it until its process exits or it comes back.
                  */
@@ -453,7 +471,11 @@ static gboolean reap(gpointer data)
                 c->fd = -1;
                 c->rd.len = 0;
                 g_string_truncate(c->out, 0);
-                c->pidfd_src = g_unix_fd_add(c->pidfd, G_IO_IN, ghost_exited, c);
+                if (c->pidfd >= 0) {
+                    c->pidfd_src = g_unix_fd_add(c->pidfd, G_IO_IN, ghost_exited, c);
+                } else {
+                    c->pidfd_src = g_timeout_add(250, ghost_poll, c);
+                }
             } else {
                 if (c->kind == CONN_DEVICE || c->kind == CONN_GHOST) {
                     conn_log(c, c->bye || c->kind == CONN_GHOST ? G_LOG_LEVEL_MESSAGE

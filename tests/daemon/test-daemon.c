@@ -10,6 +10,7 @@
 #include <grp.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -49,6 +50,11 @@ typedef struct Dev {
 static Dev *devs[MAX_DEVS];
 static uint64_t *cur_pool;      /* the pool limit the daemon has now */
 
+/* VTMEMD_WRAPPER="valgrind ..." runs the daemon under a tool; then
+ * every wait is given VTMEMD_TIME_SCALE times longer.
+ */
+static int time_scale = 1;
+
 static const char *uuid_a = "11111111-2222-3333-4444-555555555555";
 static const char *uuid_b = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
 
@@ -58,11 +64,19 @@ static void daemon_start(Daemon *d, const char *pool, int grace_ms, const char *
 {
     g_autofree char *grace = g_strdup_printf("--grace-ms=%d", grace_ms);
     const char *exe = g_getenv("VTMEMD");
-    const char *argv[10];
+    const char *wrapper = g_getenv("VTMEMD_WRAPPER");
+    g_auto(GStrv) wrap = NULL;
+    const char *argv[40];
     int i = 0, fd;
     pid_t pid;
 
     g_assert_nonnull(exe);
+    if (wrapper && *wrapper) {
+        wrap = g_strsplit(wrapper, " ", 30);
+        for (int j = 0; wrap[j]; j++) {
+            argv[i++] = wrap[j];
+        }
+    }
     argv[i++] = exe;
     argv[i++] = "--socket";
     argv[i++] = d->sock;
@@ -83,13 +97,13 @@ static void daemon_start(Daemon *d, const char *pool, int grace_ms, const char *
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(fd, 1);
         dup2(fd, 2);
-        execv(exe, (char **)argv);
+        execvp(argv[0], (char **)argv);
         _exit(127);
     }
     close(fd);
     d->pid = pid;
     /* wait for the socket */
-    for (i = 0; i < 400; i++) {
+    for (i = 0; i < 400 * time_scale; i++) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
@@ -247,7 +261,7 @@ static void dev_use(Dev *v, uint64_t held, uint64_t wanted)
 /* Run the default main context until cond holds or ms pass. */
 #define WAIT_FOR(cond, ms)                                                   \
     do {                                                                     \
-        gint64 deadline_ = g_get_monotonic_time() + (gint64)(ms) * 1000;     \
+        gint64 deadline_ = g_get_monotonic_time() + (gint64)(ms) * 1000 * time_scale; \
         while (!(cond) && g_get_monotonic_time() < deadline_) {              \
             if (!g_main_context_iteration(NULL, FALSE)) {                    \
                 g_usleep(1000);                                              \
@@ -798,6 +812,9 @@ int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     signal(SIGPIPE, SIG_IGN);
+    if (g_getenv("VTMEMD_TIME_SCALE")) {
+        time_scale = MAX(1, atoi(g_getenv("VTMEMD_TIME_SCALE")));
+    }
     g_test_add_func("/daemon/lease", test_lease);
     g_test_add_func("/daemon/contention", test_contention);
     g_test_add_func("/daemon/restart", test_restart);
