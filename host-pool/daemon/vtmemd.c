@@ -89,6 +89,7 @@ struct Daemon {
     guint64 next_id;
     guint reap_src;
     GHashTable *settings;   /* lower-case uuid -> VmSettings */
+    char *state_file;       /* per-VM settings survive restarts here */
 };
 
 /* ---- logging ---- */
@@ -166,6 +167,81 @@ static VmSettings *settings_lookup(Daemon *d, const char *uuid, bool create)
         g_hash_table_insert(d->settings, g_steal_pointer(&key), s);
     }
     return s;
+}
+
+/*
+ * State file: one line per VM with settings, "<uuid> <weight> <vm-limit|none>",
+ * written atomically (temp file + rename) on every change.
+ */
+static void settings_save(Daemon *d)
+{
+    GString *text = g_string_new(NULL);
+    GHashTableIter it;
+    gpointer k, v;
+    g_autoptr(GError) error = NULL;
+
+    if (!d->state_file) {
+        g_string_free(text, TRUE);
+        return;
+    }
+    g_hash_table_iter_init(&it, d->settings);
+    while (g_hash_table_iter_next(&it, &k, &v)) {
+        VmSettings *s = v;
+
+        if (s->vm_limit == UINT64_MAX) {
+            g_string_append_printf(text, "%s %u " VTMEM_POOL_NO_LIMIT_WORD "\n",
+                                   (char *)k, s->weight);
+        } else {
+            g_string_append_printf(text, "%s %u %" G_GUINT64_FORMAT "\n", (char *)k,
+                                   s->weight, s->vm_limit);
+        }
+    }
+    if (!g_file_set_contents_full(d->state_file, text->str, (gssize)text->len,
+                                  G_FILE_SET_CONTENTS_CONSISTENT, 0600, &error)) {
+        g_warning("saving settings to %s: %s", d->state_file, error->message);
+    }
+    g_string_free(text, TRUE);
+}
+
+static bool settings_load(Daemon *d, GError **error)
+{
+    g_autofree char *text = NULL;
+    g_auto(GStrv) lines = NULL;
+    g_autoptr(GError) err = NULL;
+    guint n = 0;
+
+    if (!g_file_get_contents(d->state_file, &text, NULL, &err)) {
+        if (g_error_matches(err, G_FILE_ERROR, G_FILE_ERROR_NOENT)) {
+            return true;
+        }
+        g_propagate_error(error, g_steal_pointer(&err));
+        return false;
+    }
+    lines = g_strsplit(text, "\n", -1);
+    for (guint i = 0; lines[i]; i++) {
+        g_auto(GStrv) f = NULL;
+        unsigned nf = 0;
+        uint64_t w, lim = UINT64_MAX;
+        VmSettings *s;
+
+        if (!*lines[i]) {
+            continue;
+        }
+        f = vtmem_pool_split(lines[i], 3, &nf);
+        if (!f || nf != 3 || !vtmem_pool_uuid_valid(f[0]) ||
+            !vtmem_pool_parse_u64(f[1], &w) || w < 1 || w > VTMEM_POOL_MAX_WEIGHT ||
+            (strcmp(f[2], VTMEM_POOL_NO_LIMIT_WORD) != 0 &&
+             (!vtmem_pool_parse_u64(f[2], &lim) || lim > VTMEM_POOL_MAX_BYTES))) {
+            g_warning("%s:%u: ignoring malformed line", d->state_file, i + 1);
+            continue;
+        }
+        s = settings_lookup(d, f[0], true);
+        s->weight = (uint32_t)w;
+        s->vm_limit = lim;
+        n++;
+    }
+    g_message("loaded settings of %u VMs from %s", n, d->state_file);
+    return true;
 }
 
 static uint64_t conn_cap(Daemon *d, Conn *c)
@@ -697,6 +773,7 @@ static void handle_control_line(Conn *c, char **f, unsigned nf)
             return;
         }
         settings_lookup(d, f[1], true)->vm_limit = v;
+        settings_save(d);
         g_message("vm %s: limit %s", f[1], f[2]);
         conn_send(c, VTMEM_POOL_MSG_OK);
         rebalance(d);
@@ -710,6 +787,7 @@ static void handle_control_line(Conn *c, char **f, unsigned nf)
             return;
         }
         settings_lookup(d, f[1], true)->weight = (uint32_t)v;
+        settings_save(d);
         g_message("vm %s: weight %s", f[1], f[2]);
         conn_send(c, VTMEM_POOL_MSG_OK);
         rebalance(d);
@@ -1000,6 +1078,7 @@ int main(int argc, char **argv)
     g_autofree char *socket_path = NULL;
     g_autofree char *pool_limit = NULL;
     g_autofree char *allow_gid = NULL;
+    g_autofree char *state_file = NULL;
     gboolean verbose = FALSE;
     gint grace_ms = VTMEM_POOL_DEFAULT_GRACE_MS;
     GOptionEntry entries[] = {
@@ -1009,6 +1088,8 @@ int main(int argc, char **argv)
           "Host-wide budget for compressed pages, e.g. 4G (required)", "SIZE" },
         { "allow-gid", 'g', 0, G_OPTION_ARG_STRING, &allow_gid,
           "Also accept devices of processes in this group (name or number)", "GROUP" },
+        { "state-file", 0, 0, G_OPTION_ARG_FILENAME, &state_file,
+          "Keep per-VM weights and limits in FILE across restarts", "FILE" },
         { "grace-ms", 0, 0, G_OPTION_ARG_INT, &grace_ms,
           "After start, grant no increase for this long (default 5000)", "MS" },
         { "verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "Log debug messages", NULL },
@@ -1063,6 +1144,16 @@ int main(int argc, char **argv)
         return 1;
     }
     d.settings = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    d.state_file = g_steal_pointer(&state_file);
+    if (d.state_file && !settings_load(&d, &error)) {
+        g_printerr("vtmemd: %s\n", error->message);
+        close(d.listen_fd);
+        unlink(d.socket_path);
+        g_hash_table_destroy(d.settings);
+        g_free(d.state_file);
+        g_free(d.socket_path);
+        return 1;
+    }
     d.loop = g_main_loop_new(NULL, FALSE);
     start = g_get_monotonic_time();
     d.grace_until = start + (gint64)grace_ms * 1000;
@@ -1088,6 +1179,7 @@ int main(int argc, char **argv)
     close(d.listen_fd);
     unlink(d.socket_path);
     g_hash_table_destroy(d.settings);
+    g_free(d.state_file);
     g_main_loop_unref(d.loop);
     g_free(d.socket_path);
     return 0;

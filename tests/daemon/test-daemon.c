@@ -808,6 +808,43 @@ static void test_slow_reader(void)
     daemon_teardown(&d);
 }
 
+/* Weights and VM limits survive a daemon restart with --state-file. */
+static void test_state_file(void)
+{
+    Daemon d = { 0 };
+    Dev a, b;
+    g_autofree char *state = NULL;
+    g_autofree char *opt = NULL;
+    g_autofree char *cmd = NULL;
+    g_autofree char *r = NULL;
+    g_autofree char *text = NULL;
+
+    daemon_setup(&d);
+    state = g_build_filename(d.dir, "state", NULL);
+    opt = g_strdup_printf("--state-file=%s", state);
+    daemon_start(&d, "64M", 0, opt);
+    cmd = g_strdup_printf("SET-VM-WEIGHT %s 300", uuid_b);
+    r = control(&d, cmd);
+    g_assert_cmpstr(r, ==, "OK\n");
+    g_assert_true(g_file_get_contents(state, &text, NULL, NULL));
+    g_assert_cmpstr(text, ==, "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee 300 none\n");
+    daemon_kill(&d, SIGKILL);
+    /* plus a line the daemon must ignore */
+    g_assert_true(g_file_set_contents(state, "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee 300 none\n"
+                                      "garbage line\n", -1, NULL));
+    daemon_start(&d, "64M", 0, opt);
+    dev_open(&a, &d, "vm-a", uuid_a, 1ULL << 30);
+    dev_open(&b, &d, "vm-b", uuid_b, 1ULL << 30);
+    dev_use(&a, 0, 64 * MiB);
+    dev_use(&b, 0, 64 * MiB);
+    WAIT_FOR(a.limit == 16 * MiB && b.limit == 48 * MiB, 2000);
+    g_assert_true(log_contains(&d, "ignoring malformed line"));
+    dev_close(&a);
+    dev_close(&b);
+    g_unlink(state);
+    daemon_teardown(&d);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -823,5 +860,6 @@ int main(int argc, char **argv)
     g_test_add_func("/daemon/crash", test_crash);
     g_test_add_func("/daemon/permissions", test_permissions);
     g_test_add_func("/daemon/slow-reader", test_slow_reader);
+    g_test_add_func("/daemon/state-file", test_state_file);
     return g_test_run();
 }
