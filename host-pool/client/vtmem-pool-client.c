@@ -55,9 +55,10 @@ static uint64_t effective_limit(VtmemPoolClient *c)
 static uint64_t auto_demand(VtmemPoolClient *c, uint64_t held)
 {
     uint64_t g = c->granule;
-    uint64_t r = held / g * g + (held % g ? g : 0);
+    uint64_t r = held / g * g;
+    uint64_t extra = (held % g ? g : 0) + VTMEM_POOL_HEADROOM_GRANULES * g;
 
-    return r + VTMEM_POOL_HEADROOM_GRANULES * g;
+    return r > UINT64_MAX - extra ? UINT64_MAX : r + extra;
 }
 
 static gboolean retry_cb(gpointer data)

@@ -141,6 +141,12 @@ static uint64_t conn_charge(const Conn *c)
     return c->held > ch ? c->held : ch;
 }
 
+/* Devices report any 64-bit value (UINT64_MAX: "no limit"): sums saturate. */
+static uint64_t sat_add(uint64_t a, uint64_t b)
+{
+    return a + b < a ? UINT64_MAX : a + b;
+}
+
 static uint64_t total_charge(Daemon *d)
 {
     uint64_t sum = 0;
@@ -149,7 +155,7 @@ static uint64_t total_charge(Daemon *d)
         Conn *c = l->data;
 
         if (c->kind == CONN_DEVICE || c->kind == CONN_GHOST) {
-            sum += conn_charge(c);
+            sum = sat_add(sum, conn_charge(c));
         }
     }
     return sum;
@@ -366,7 +372,7 @@ static void rebalance(Daemon *d)
         Conn *c = l->data;
 
         if (c->kind == CONN_GHOST) {
-            ghost += conn_charge(c);
+            ghost = sat_add(ghost, conn_charge(c));
         } else if (c->kind == CONN_DEVICE && !c->doomed) {
             uint64_t cap = conn_cap(d, c);
 
