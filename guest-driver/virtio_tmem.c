@@ -284,25 +284,35 @@ static int vt_disk_io(struct vtmem *vt, unsigned long blk, struct page *page,
 
 /* ---- virtqueue ---- */
 
+/* Complete the used requests. Caller holds h->lock. */
+static bool vt_vq_drain_locked(struct vtmem_host *h)
+{
+	struct vtmem_req *req;
+	unsigned int len;
+	bool any = false;
+
+	while ((req = virtqueue_get_buf(h->vq, &len)) != NULL) {
+		if (len < sizeof(req->resp))
+			req->status = VIRTIO_TMEM_S_IOERR;
+		else
+			req->status = le32_to_cpu(req->resp.status);
+		h->done_count++;
+		complete(&req->done);
+		any = true;
+	}
+	return any;
+}
+
 static void vtmem_vq_done(struct virtqueue *vq)
 {
 	struct vtmem *vt = vq->vdev->priv;
 	struct vtmem_host *h = &vt->host;
-	struct vtmem_req *req;
 	unsigned long flags;
-	unsigned int len;
 
 	spin_lock_irqsave(&h->lock, flags);
 	do {
 		virtqueue_disable_cb(vq);
-		while ((req = virtqueue_get_buf(vq, &len)) != NULL) {
-			if (len < sizeof(req->resp))
-				req->status = VIRTIO_TMEM_S_IOERR;
-			else
-				req->status = le32_to_cpu(req->resp.status);
-			h->done_count++;
-			complete(&req->done);
-		}
+		vt_vq_drain_locked(h);
 	} while (!virtqueue_enable_cb(vq));
 	spin_unlock_irqrestore(&h->lock, flags);
 	wake_up_all(&h->space_wq);
@@ -356,6 +366,13 @@ static int vt_vq_add_locked(struct vtmem_host *h, struct vtmem_req *req,
 	if (ret)
 		return ret;
 	virtqueue_kick(h->vq);
+	/*
+	 * A device that serves the notification synchronously (QEMU with
+	 * ioeventfd=off) has completed the request already: no need to
+	 * sleep until the interrupt.
+	 */
+	if (vt_vq_drain_locked(h))
+		wake_up_all(&h->space_wq);
 	return 0;
 }
 

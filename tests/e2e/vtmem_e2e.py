@@ -696,20 +696,21 @@ class Unplug(Scenario):
 class Bench(Scenario):
     """512 MiB verify workload: vtmem vs a plain virtio-blk swap disk."""
     name = "bench"
-    tm = "limit=1G"
+    # VTMEM_BENCH_TM: device options; VTMEM_BENCH_MIB: workload size.
+    tm = os.environ.get("VTMEM_BENCH_TM", "limit=1G")
     disk_mb = 1024
     timeout = 900
     script = r"""
 sync_host boot
 setup -b /dev/vda -s 1G
-workload vtmem 512 21 96M
+workload vtmem %(mib)s 21 96M
 stat_dump vtmem
 vtmem-setup -r stop
 mkswap /dev/vdb >/dev/null && swapon /dev/vdb
-workload disk 512 21 96M
+workload disk %(mib)s 21 96M
 stat_dump disk
 swapoff /dev/vdb
-"""
+""" % {"mib": os.environ.get("VTMEM_BENCH_MIB", "512")}
 
     def check(self, run):
         for tag in ("vtmem", "disk"):
