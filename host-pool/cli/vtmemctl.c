@@ -390,11 +390,23 @@ static bool qom_get_u64(virDomainPtr dom, const char *path, const char *prop, ui
     g_autoptr(JsonNode) n = qom_get(dom, path, prop, &err);
 
     g_free(err);
-    if (!n || json_node_get_value_type(n) != G_TYPE_INT64) {
+    if (!n || !JSON_NODE_HOLDS_VALUE(n)) {
         return false;
     }
-    *out = (uint64_t)json_node_get_int(n);
-    return true;
+    if (json_node_get_value_type(n) == G_TYPE_INT64) {
+        *out = (uint64_t)json_node_get_int(n);
+        return true;
+    }
+    if (json_node_get_value_type(n) == G_TYPE_DOUBLE) {
+        /* json-glib reads integers above INT64_MAX (e.g. a limit of
+         * UINT64_MAX: none) as doubles
+         */
+        double d = json_node_get_double(n);
+
+        *out = d >= 18446744073709551615.0 ? UINT64_MAX : d <= 0 ? 0 : (uint64_t)d;
+        return true;
+    }
+    return false;
 }
 
 static int qom_set_limit(virDomainPtr dom, const char *name, const char *path, uint64_t limit)

@@ -11,6 +11,10 @@
 # Needs: libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients tini
 #        qemu-system-x86 (or our QEMU).
 # Exit 0 when every check passed, 77 when it cannot run here.
+# Example with the device (firmware paths needed when QEMU is a copy):
+#   QEMU=/path/qemu-system-x86_64 VTMEM_DEVICE="-L /usr/share/seabios \
+#     -L /usr/share/qemu -L /usr/lib/ipxe/qemu \
+#     -device virtio-tmem-pci,id=vtmem0,limit=32M" tests/daemon/libvirt-e2e.sh build
 set -eu
 
 build=$(cd "${1:?usage: $0 BUILD_DIR}" && pwd)
@@ -134,6 +138,8 @@ if [ -z "${VTMEM_DEVICE:-}" ]; then
 		"$vtmemctl" --connect "$uri" apply vtmem-e2e
 else
 	check "status lists the domain" 0 "vtmem-e2e" -- "$vtmemctl" --connect "$uri" status
+	"$vtmemctl" --connect "$uri" status | sed 's/^/    | /'
+	"$vtmemctl" --connect "$uri" status --json | sed 's/^/    | /' 
 	check "apply" 0 "limit 67108864" -- "$vtmemctl" --connect "$uri" apply vtmem-e2e
 	check "set-limit live" 0 "limit 512.0 MiB (live and persisted)" -- \
 		"$vtmemctl" --connect "$uri" set-limit vtmem-e2e 512M
