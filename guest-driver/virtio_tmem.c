@@ -126,7 +126,7 @@ struct vtmem {
 	u64 nr_blocks;
 	unsigned long blk_hint;
 
-	spinlock_t pend_lock;
+	spinlock_t pend_lock;		/* pend, pend_nr, pend_overflow */
 	unsigned long *pend;
 	unsigned int pend_nr;
 	bool pend_overflow;
@@ -134,7 +134,7 @@ struct vtmem {
 	unsigned long *inv_cand;	/* inv worker only */
 	__le64 *inv_batch;		/* inv worker only */
 
-	spinlock_t bio_lock;
+	spinlock_t bio_lock;		/* bios */
 	struct bio_list bios;
 	struct work_struct bio_work;
 

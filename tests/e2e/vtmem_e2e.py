@@ -14,7 +14,9 @@ Paths come from options or the environment:
   --swapverify / VTMEM_SWAPVERIFY   static workload binary
   --workdir / VTMEM_E2E_WORKDIR     scratch dir (default: a temp dir)
   VTMEM_CACHE (default ~/.cache/vtmem): where guest-kernel.sh unpacked the kernel
-  VTMEM_ACCEL: tcg (default), kvm, or auto (probe KVM once, cache the answer)
+  VTMEM_ACCEL: auto (default: if /dev/kvm is usable, boot once with KVM and
+    cache in VTMEM_CACHE whether it works; nested KVM hangs on some hosts), tcg, kvm
+  VTMEM_LOGLEVEL: guest console loglevel (default 4)
 Exit status 0 = pass, 77 = skipped, 1 = fail.
 """
 
@@ -200,7 +202,7 @@ def scenario_initramfs(workdir, base, script):
 # ---------------------------------------------------------------------- QMP
 
 class QMP:
-    def __init__(self, path, timeout=30):
+    def __init__(self, path, proc, timeout=30):
         deadline = time.time() + timeout
         while True:
             try:
@@ -209,6 +211,8 @@ class QMP:
                 break
             except OSError:
                 self.sock.close()
+                if proc.poll() is not None:
+                    raise Fail("QEMU exited with status %d" % proc.returncode)
                 if time.time() > deadline:
                     raise Fail("QMP socket %s did not appear" % path)
                 time.sleep(0.1)
@@ -277,8 +281,6 @@ class Guest:
                "random.trust_cpu=on transparent_hugepage=madvise "
                "zswap.enabled=0 loglevel=%s" % os.environ.get("VTMEM_LOGLEVEL", "4"),
                "-qmp", "unix:%s,server=on,wait=off" % self.qmp_path]
-        if accel == "kvm":
-            cmd += ["-cpu", "host"]
         for d in ["/usr/share/seabios", "/usr/share/qemu", "/usr/lib/ipxe/qemu"]:
             if os.path.isdir(d):
                 cmd += ["-L", d]
@@ -301,7 +303,15 @@ class Guest:
                                      stderr=subprocess.STDOUT)
         self.reader = threading.Thread(target=self._reader, daemon=True)
         self.reader.start()
-        self.qmp = QMP(self.qmp_path)
+        try:
+            self.qmp = QMP(self.qmp_path, self.proc)
+        except Fail:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            time.sleep(0.2)
+            self.console.close()
+            raise
         self.bad = []
 
     def _reader(self):
@@ -771,7 +781,7 @@ def run_guest(args, workdir, vmlinuz, base, scn, accel, boot_timeout=None):
 
 
 def pick_accel(args, workdir, vmlinuz, base):
-    want = os.environ.get("VTMEM_ACCEL", "tcg")
+    want = os.environ.get("VTMEM_ACCEL", "auto")
     if want in ("tcg", "kvm"):
         return want
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
