@@ -5,7 +5,7 @@ virtio-tmem device, swap through /dev/vtmem0, verify data and statistics.
 
 Usage: vtmem_e2e.py [options] SCENARIO
 Scenarios: fits small-limit limit-change nodisk-full nodevice cycle-reboot
-           thp unplug bench (bench is a measurement, not a test)
+           thp unplug churn bench (bench is a measurement, not a test)
 
 Paths come from options or the environment:
   --qemu / VTMEM_QEMU          our qemu-system-x86_64
@@ -356,6 +356,7 @@ class Run:
         self.fails = []
         self.marks = []
         self.pending_result = None
+        self.all_results = []
         self.boot = 0
 
     def st(self, tag, key):
@@ -377,6 +378,7 @@ def parse_line(run, line):
             k, v = kv.split("=")
             r[k] = int(v)
         run.pending_result = r
+        run.all_results.append(r)
         return
     m = re.search(r"VTMEM-RC (\S+) (\d+)", line)
     if m:
@@ -730,13 +732,50 @@ swapoff /dev/vdb
                    (r["write_ms"] + r["verify_ms"]) / 1e3))
 
 
+class Churn(Scenario):
+    """Three workloads at once: slots are freed and reused all the time
+    (invalidate/PUT ordering), part on the host, part on the disk."""
+    name = "churn"
+    tm = "limit=24M"
+    script = ("sync_host boot\nsetup -b /dev/vda -s 512M\n"
+              "workload a 48 41 56M passes=3 &\n"
+              "workload b 48 42 56M passes=3 &\n"
+              "workload c 48 43 56M passes=3 &\n"
+              "wait\nstat_dump end\nsync_host end\nvtmem-setup stop\n"
+              "sync_host stopped\n")
+
+    def on_sync(self, g, run, name):
+        if name in ("end", "stopped"):
+            run.host[name] = wait_host(
+                g, lambda s: s["stored-pages"] <= (RESIDUE if name == "end" else 0))
+        return super().on_sync(g, run, name)
+
+    def check(self, run):
+        res = run.all_results
+        expect(len(res) == 3 and all(r["status"] == "ok" and r["bad"] == 0
+                                     for r in res),
+               "3 concurrent workloads verified: %s" % res)
+        expect(all(run.results[t]["rc"] == 0 for t in "abc"), "all exited 0")
+        expect(run.st("end", "host_puts") > 0 and
+               run.st("end", "disk_writes") > 0, "host and disk both used")
+        expect(run.st("end", "notify_free") > 0 and
+               run.st("end", "invalidated_slots") > 0, "slots freed and invalidated")
+        expect(run.st("end", "failed_reads") == 0 and
+               run.st("end", "failed_writes") == 0 and
+               run.st("end", "host_errors") == 0, "no failed I/O, no host errors")
+        expect(run.host["end"]["stored-pages"] <= RESIDUE,
+               "host usage back to ~0 (%s)" % run.host["end"])
+        expect(run.host["stopped"]["stored-pages"] == 0, "host empty after stop")
+
+
 class Probe(Scenario):
     name = "probe"
     script = "sync_host boot\n"
 
 
 SCENARIOS = {c.name: c for c in [Fits, SmallLimit, LimitChange, NoDiskFull,
-                                 NoDevice, CycleReboot, Thp, Unplug, Bench, Probe]}
+                                 NoDevice, CycleReboot, Thp, Unplug, Churn, Bench,
+                                 Probe]}
 
 
 def run_guest(args, workdir, vmlinuz, base, scn, accel, boot_timeout=None):
