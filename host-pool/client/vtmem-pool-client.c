@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #define _GNU_SOURCE
 #define G_LOG_DOMAIN "vtmem-pool-client"
+#define G_LOG_USE_STRUCTURED 1
 
 #include "vtmem-pool-client.h"
 #include "vtmem-pool-util.h"
