@@ -69,7 +69,10 @@
 #define VTMEM_POOL_MSG_WELCOME		"WELCOME"	/* version granule grace-ms */
 #define VTMEM_POOL_MSG_LIMIT		"LIMIT"		/* seq bytes */
 #define VTMEM_POOL_MSG_ERROR		"ERROR"		/* reason text */
-/* Control (vtmemctl) -> daemon; replies OK, ERR text, or a STATUS block */
+/* Control (vtmemctl) -> daemon; replies OK, a STATUS block (POOL, VM...,
+ * END), or ERROR text and the connection closes. (vtmemctl also accepts
+ * "ERR text" as an error reply; the daemon does not send it.)
+ */
 #define VTMEM_POOL_MSG_STATUS		"STATUS"
 #define VTMEM_POOL_MSG_SET_POOL_LIMIT	"SET-POOL-LIMIT"	/* bytes */
 #define VTMEM_POOL_MSG_SET_VM_LIMIT	"SET-VM-LIMIT"		/* uuid bytes|none */
