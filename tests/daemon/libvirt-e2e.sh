@@ -44,6 +44,8 @@ cleanup() {
 	set +e
 	[ -n "${uri:-}" ] && virsh -c "$uri" destroy vtmem-e2e >/dev/null 2>&1
 	[ -n "$libvirtd_pid" ] && kill "$libvirtd_pid" && wait "$libvirtd_pid" 2>/dev/null
+	# virtlogd, started by that libvirtd (it would exit 120 s later)
+	[ -s "$dir/runtime/libvirt/virtlogd.pid" ] && kill "$(cat "$dir/runtime/libvirt/virtlogd.pid")"
 	[ -n "$vtmemd_pid" ] && kill "$vtmemd_pid" && wait "$vtmemd_pid" 2>/dev/null
 	if [ "$fails" != 0 ] || [ -n "${KEEP:-}" ]; then
 		echo "logs kept in $dir"
@@ -53,11 +55,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-as_user() {
-	runuser -u "$user" -- env HOME="$dir/home" XDG_CONFIG_HOME="$dir/config" \
-		XDG_RUNTIME_DIR="$dir/runtime" XDG_CACHE_HOME="$dir/cache" \
-		XDG_DATA_HOME="$dir/data" "$@"
-}
+
 
 check() {   # check NAME EXPECTED_EXIT PATTERN -- command...
 	name=$1 want=$2 pat=$3
@@ -80,7 +78,13 @@ check() {   # check NAME EXPECTED_EXIT PATTERN -- command...
 	--allow-gid "$(id -g "$user")" --grace-ms 0 >"$dir/vtmemd.log" 2>&1 &
 vtmemd_pid=$!
 
-as_user tini -s -- libvirtd >"$dir/libvirtd.log" 2>&1 &
+# setpriv and env exec (runuser would stay in between and not pass SIGTERM
+# on; a shell function would add a subshell), so $! becomes tini, which
+# forwards SIGTERM to libvirtd.
+setpriv --reuid="$user" --regid="$(id -g "$user")" --init-groups -- \
+	env HOME="$dir/home" XDG_CONFIG_HOME="$dir/config" \
+	XDG_RUNTIME_DIR="$dir/runtime" XDG_CACHE_HOME="$dir/cache" \
+	XDG_DATA_HOME="$dir/data" tini -s -- libvirtd >"$dir/libvirtd.log" 2>&1 &
 libvirtd_pid=$!
 uri="qemu:///session?socket=$dir/runtime/libvirt/libvirt-sock"
 i=0
