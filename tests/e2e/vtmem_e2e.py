@@ -578,7 +578,8 @@ class NoDiskFull(Scenario):
     # Same-filled pages (40%) can still be swapped out: the workload should
     # get through (slowly) or be OOM-killed; it must never see wrong data.
     script = ("sync_host boot\nsetup -s 512M\n"
-              "workload main 96 11 64M\nstat_dump end\nvtmem-setup stop\n"
+              "workload main 96 11 64M\n"
+              "workload big 160 12 64M\nstat_dump end\nvtmem-setup stop\n"
               "stat_dump stopped\n")
 
     def check(self, run):
@@ -586,6 +587,10 @@ class NoDiskFull(Scenario):
         expect(r is not None, "workload finished or was killed: %s" % r)
         expect(r["status"] != "fail" and r.get("bad", 0) == 0,
                "no corrupted page")
+        r = run.results.get("big")
+        expect(r is not None and r["rc"] in (0, 137) and
+               r["status"] != "fail" and r.get("bad", 0) == 0,
+               "larger workload OOM-killed (or verified), nothing wrong: %s" % r)
         expect(run.st("end", "failed_writes") > 0, "kernel saw write errors")
         expect(run.st("end", "failed_reads") == 0, "no failed reads")
 
