@@ -3,18 +3,22 @@
  *
  * In the spirit of Linux zsmalloc: objects of 1..4096 bytes are rounded up
  * to a size class (32-byte steps; neighbours with the same zspage shape are
- * merged); each class carves "zspages" of 1..8 contiguous 4 KiB pages
- * (the fewest pages within 1% of the least tail waste) into equal slots.
+ * merged); each class carves "zspages" of 1..8 contiguous 4 KiB pages into
+ * equal slots: the fewest pages within 1% of the least tail waste that hold
+ * at least 8 objects (to share the 40-byte per-zspage cost). Objects may
+ * straddle page boundaries since a zspage is one contiguous heap block.
  *
- * Why 8 pages, not 4 (Linux also went to 8 in 6.3, ZSMALLOC_CHAIN_SIZE):
- * with 4, objects of 2-3 KiB, common in real memory, waste up to 15% in
- * zspage tails. Why 32-byte steps, not 16: after compaction each class
- * keeps about one partly filled zspage, so fewer classes waste less.
- * Measured on captured real pages (bench, after dropping half and
- * compacting), payload / memory held: 4 pages, 16 B: 0.927; 8 pages, 16 B:
- * 0.937-0.946; 8 pages, 32 B: 0.949-0.950; 16 pages: 0.892. Objects may straddle page boundaries since a zspage is one
- * contiguous heap block. An object is named by a handle (zspage id, index);
- * the caller keeps the handle and the object's exact size.
+ * Why up to 8 pages, not 4 (Linux also went to 8 in 6.3,
+ * ZSMALLOC_CHAIN_SIZE): with 4, objects of 2-3 KiB, common in real memory,
+ * waste up to 15% in zspage tails. Why 32-byte steps, not 16: after
+ * compaction each class keeps about one partly filled zspage, so fewer
+ * classes waste less. Measured with bench/vtmem-store-bench on captured
+ * real pages (payload / memory held after dropping half and compacting):
+ * 4 pages + 16 B steps 0.927; 8 + 16 B 0.937-0.946; 16 pages + 16 B 0.892;
+ * this choice 0.949-0.950 (0.952-0.954 with the synthetic mix).
+ *
+ * An object is named by a handle (zspage id, index); the caller keeps the
+ * handle and the object's exact size.
  *
  * Concurrency: one lock per class. vtmem_zpool_map needs no lock: the caller
  * must own the handle (hold whatever lock keeps it from being freed or
