@@ -4,7 +4,7 @@
 # Fast when everything is present: apt-get runs only for missing packages.
 set -eu
 
-pkgs_build="meson ninja-build pkg-config gcc libglib2.0-dev liblz4-dev"
+pkgs_build="meson ninja-build pkg-config gcc libglib2.0-dev liblz4-dev libjson-glib-dev libvirt-dev"
 pkgs_test="valgrind"
 pkgs_qemu="dpkg-dev libpixman-1-dev libfdt-dev zlib1g-dev python3-venv seabios qemu-system-data ipxe-qemu ccache"
 pkgs_guest="busybox-static cpio kmod"

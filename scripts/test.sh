@@ -47,12 +47,12 @@ setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
 meson compile -C build-asan
 
 setup_name=
-run_suite "unit (plain)" -C build --suite unit
-run_suite "unit (ASan+UBSan)" -C build-asan --suite unit
+run_suite "unit+daemon (plain)" -C build --suite unit --suite daemon
+run_suite "unit+daemon (ASan+UBSan)" -C build-asan --suite unit --suite daemon
 setup_name=valgrind
-run_suite "unit (valgrind)" -C build --suite unit --setup valgrind
+run_suite "unit+daemon (valgrind)" -C build --suite unit --suite daemon --setup valgrind
 setup_name=
-run_suite "qemu device, end to end" -C build --no-suite unit
+run_suite "qemu device, end to end" -C build --no-suite unit --no-suite daemon
 
 echo "$summary"
 echo "all: $total_pass passed, $total_fail failed"
