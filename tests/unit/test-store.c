@@ -535,7 +535,7 @@ static void check_stats(VtmemStore *s, const ModelSlot *m, unsigned n)
 
 static void test_model(void)
 {
-    const unsigned n = 3000, ops = scaled(40000);
+    const unsigned n = 3000, ops = scaled(150000);
     guint32 seed = test_seed();
     GRand *rng = g_rand_new_with_seed(seed);
     VtmemStore *s = vtmem_store_new(n, UINT64_MAX);
@@ -785,7 +785,7 @@ static void run_threads(bool overlap)
 
     for (unsigned i = 0; i < NR; i++) {
         args[i] = (ThreadArg) {
-            .store = s, .id = i, .iters = scaled(30000), .overlap = overlap,
+            .store = s, .id = i, .iters = scaled(60000), .overlap = overlap,
             .first = overlap ? 0 : i * per, .count = overlap ? 2000 : per,
             .seed = seed,
         };
