@@ -149,6 +149,11 @@ struct vtmem {
 static struct vtmem *vtmem_dev;
 static int vtmem_major;
 
+static unsigned int poll_spins;
+module_param(poll_spins, uint, 0644);
+MODULE_PARM_DESC(poll_spins,
+		 "Busy-poll iterations for a host reply before sleeping (default 0: sleep at once)");
+
 /* ---- slot table ---- */
 
 static inline enum vt_state vt_state(unsigned long e)
@@ -376,6 +381,27 @@ static int vt_vq_add_locked(struct vtmem_host *h, struct vtmem_req *req,
 	return 0;
 }
 
+/*
+ * Wait for a request: the device answers within microseconds, so poll the
+ * used ring for a while before sleeping until the interrupt.
+ */
+static void vt_wait_req(struct vtmem_host *h, struct vtmem_req *req)
+{
+	unsigned int i, spins = READ_ONCE(poll_spins);
+	unsigned long flags;
+
+	for (i = 0; i < spins && !completion_done(&req->done); i++) {
+		if (i % 16 == 15) {
+			spin_lock_irqsave(&h->lock, flags);
+			if (h->ready)
+				vt_vq_drain_locked(h);
+			spin_unlock_irqrestore(&h->lock, flags);
+		}
+		cpu_relax();
+	}
+	wait_for_completion(&req->done);
+}
+
 static void vt_wait_space(struct vtmem_host *h, unsigned long seen)
 {
 	wait_event_timeout(h->space_wq, READ_ONCE(h->done_count) != seen ||
@@ -400,7 +426,7 @@ static int vt_host_call(struct vtmem *vt, u32 type, u64 slot, u64 count,
 		vt_wait_space(h, seen);
 	}
 	if (!ret) {
-		wait_for_completion(&req->done);
+		vt_wait_req(h, req);
 		ret = req->status;
 	}
 	mempool_free(req, vt->req_pool);
@@ -442,7 +468,7 @@ static int vt_host_put(struct vtmem *vt, u64 index, struct page *page,
 		vt_wait_space(h, seen);
 	}
 	if (!ret) {
-		wait_for_completion(&req->done);
+		vt_wait_req(h, req);
 		ret = req->status;
 	}
 	mempool_free(req, vt->req_pool);
@@ -519,7 +545,7 @@ static void vt_send_batch(struct vtmem *vt, unsigned long *cand, unsigned int n)
 		vt_wait_space(h, seen);
 	}
 	if (!ret) {
-		wait_for_completion(&req->done);
+		vt_wait_req(h, req);
 		if (req->status == VIRTIO_TMEM_S_OK) {
 			atomic64_add(cnt, &vt->stats.inv_slots);
 			atomic64_inc(&vt->stats.inv_reqs);
