@@ -16,7 +16,9 @@
  * shared atomics on the hot path); memory accounting is one atomic counter
  * touched only when memory is taken or given back.
  */
-#define _GNU_SOURCE  /* malloc_trim */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE  /* malloc_trim; QEMU's build may define it already */
+#endif
 #include "vtmem-store.h"
 
 #include <glib.h>
