@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #define G_LOG_DOMAIN "vtmem-pool-client"
 #define G_LOG_USE_STRUCTURED 1
 
@@ -12,7 +14,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <gio/gio.h>
 #include <glib-unix.h>
 
 struct VtmemPoolClient {
@@ -44,6 +45,11 @@ struct VtmemPoolClient {
 };
 
 static void client_connect(VtmemPoolClient *c);
+
+GQuark vtmem_pool_client_error_quark(void)
+{
+    return g_quark_from_static_string("vtmem-pool-client-error-quark");
+}
 
 static uint64_t effective_limit(VtmemPoolClient *c)
 {
@@ -326,17 +332,17 @@ VtmemPoolClient *vtmem_pool_client_new(const char *socket_path, const char *name
     char *p;
 
     if (!socket_path || !*socket_path || strlen(socket_path) >= sizeof(sa.sun_path)) {
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+        g_set_error(error, VTMEM_POOL_CLIENT_ERROR, 0,
                     "vtmem pool socket path is empty or too long");
         return NULL;
     }
     if (!uuid || !vtmem_pool_uuid_valid(uuid)) {
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+        g_set_error(error, VTMEM_POOL_CLIENT_ERROR, 0,
                     "bad VM UUID for the vtmem pool: %s", uuid ? uuid : "(null)");
         return NULL;
     }
     if (!ops || !ops->set_limit) {
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+        g_set_error(error, VTMEM_POOL_CLIENT_ERROR, 0,
                     "vtmem pool client needs a set_limit callback");
         return NULL;
     }

@@ -3,7 +3,8 @@
  * libvtmem-pool-client: what a virtio-tmem device embeds to take its
  * budget from the pool daemon vtmemd (docs/vtmemd.md).
  *
- * Single-threaded, non-blocking, driven by a GLib main context (QEMU's
+ * GLib only (no GIO: QEMU built --without-default-features has none), POSIX
+ * sockets. Single-threaded, non-blocking, driven by a GLib main context (QEMU's
  * main loop dispatches the default context). Call every function from the
  * thread that dispatches that context. Never blocks, never needs threads,
  * reconnects by itself with backoff.
@@ -49,6 +50,10 @@ typedef struct VtmemPoolClientOps {
     /* Optional: the connection to vtmemd went up (registered) or down. */
     void (*connection_changed)(void *opaque, bool connected);
 } VtmemPoolClientOps;
+
+/* Error domain of vtmem_pool_client_new() (code 0: bad argument). */
+#define VTMEM_POOL_CLIENT_ERROR (vtmem_pool_client_error_quark())
+GQuark vtmem_pool_client_error_quark(void);
 
 /* Pass as `wanted` to let the client compute the demand from usage. */
 #define VTMEM_POOL_WANT_AUTO 0
