@@ -6,6 +6,10 @@
  * pages live, compressed, in the vtmem page store in this process. The wire
  * protocol is include/virtio_tmem.h, specified in docs/virtio-tmem.md.
  *
+ * With the "pool" property the device takes its budget from the pool
+ * daemon vtmemd (docs/vtmemd.md) through the embedded pool client: the
+ * store enforces the daemon's lease capped by "limit".
+ *
  * Copyright (c) 2026 The vtmem authors
  *
  * This work is licensed under the terms of the GNU GPL, version 2 or
@@ -19,6 +23,8 @@
 #include "qemu/bswap.h"
 #include "qemu/error-report.h"
 #include "qemu/module.h"
+#include "qemu/main-loop.h"
+#include "qemu/uuid.h"
 #include "qapi/error.h"
 #include "qapi/visitor.h"
 #include "hw/qdev-properties.h"
@@ -30,8 +36,10 @@
 #include "sysemu/iothread.h"
 #include "migration/blocker.h"
 #include "migration/vmstate.h"
+#include "sysemu/sysemu.h"
 #include "virtio_tmem.h"
 #include "vtmem-store.h"
+#include "vtmem-pool-client.h"
 
 QEMU_BUILD_BUG_ON(VIRTIO_TMEM_PAGE_SIZE != VTMEM_STORE_PAGE_SIZE);
 QEMU_BUILD_BUG_ON(sizeof(struct virtio_tmem_req_hdr) != 24);
@@ -247,6 +255,10 @@ static void virtio_tmem_handle_req(VirtIODevice *vdev, VirtQueue *vq)
         } else {
             virtio_notify(vdev, vq);
         }
+        /* Usage may have changed: tell vtmemd (from the main loop). */
+        if (s->pool_bh) {
+            qemu_bh_schedule(s->pool_bh);
+        }
     }
     if (ctx) {
         aio_context_release(ctx);
@@ -348,10 +360,10 @@ static void virtio_tmem_get_config(VirtIODevice *vdev, uint8_t *config_data)
     stl_le_p(&config.page_size, VIRTIO_TMEM_PAGE_SIZE);
     stl_le_p(&config.max_batch, VIRTIO_TMEM_MAX_BATCH);
     stq_le_p(&config.nr_slots, s->nr_slots);
-    stq_le_p(&config.limit, s->limit);
+    stq_le_p(&config.limit, s->store_limit);
     stq_le_p(&config.usage, s->store ? vtmem_store_memory_held(s->store) : 0);
     /* No shrinking yet: the target is the limit. */
-    stq_le_p(&config.shrink_target, s->limit);
+    stq_le_p(&config.shrink_target, s->store_limit);
     memcpy(config_data, &config, sizeof(config));
 }
 
@@ -369,6 +381,58 @@ static void virtio_tmem_reset(VirtIODevice *vdev)
     if (s->store) {
         vtmem_store_invalidate_all(s->store);
     }
+    if (s->pool_bh) {
+        qemu_bh_schedule(s->pool_bh);
+    }
+}
+
+/*
+ * Make the store enforce limit (the config space shows it). Lowering it
+ * drops nothing: new PUTs are refused. Main loop only.
+ */
+static void virtio_tmem_apply_limit(VirtIOTmem *s, uint64_t limit)
+{
+    if (!s->store || limit == s->store_limit) {
+        return;
+    }
+    s->store_limit = limit;
+    vtmem_store_set_limit(s->store, limit);
+    virtio_notify_config(VIRTIO_DEVICE(s));
+}
+
+/* The pool client (main loop): vtmemd granted a new lease. */
+static uint64_t virtio_tmem_pool_set_limit(void *opaque, uint64_t limit)
+{
+    VirtIOTmem *s = opaque;
+
+    virtio_tmem_apply_limit(s, limit);
+    /* Read after applying the limit: the daemon charges this much. */
+    return vtmem_store_memory_held(s->store);
+}
+
+static uint64_t virtio_tmem_pool_get_held(void *opaque)
+{
+    VirtIOTmem *s = opaque;
+
+    return vtmem_store_memory_held(s->store);
+}
+
+static const VtmemPoolClientOps virtio_tmem_pool_ops = {
+    .set_limit = virtio_tmem_pool_set_limit,
+    .get_held = virtio_tmem_pool_get_held,
+};
+
+/* Scheduled after requests (also from the IOThread): report usage. */
+static void virtio_tmem_pool_bh(void *opaque)
+{
+    VirtIOTmem *s = opaque;
+
+    if (s->pool_client) {
+        /* Sends a message only at granule boundaries. */
+        vtmem_pool_client_update(s->pool_client,
+                                 vtmem_store_memory_held(s->store),
+                                 VTMEM_POOL_WANT_AUTO);
+    }
 }
 
 static void virtio_tmem_get_limit(Object *obj, Visitor *v, const char *name,
@@ -380,7 +444,10 @@ static void virtio_tmem_get_limit(Object *obj, Visitor *v, const char *name,
     visit_type_size(v, name, &value, errp);
 }
 
-/* Settable at any time, also while the guest runs (QMP qom-set). */
+/*
+ * Settable at any time, also while the guest runs (QMP qom-set). With a
+ * pool it is the device's cap: the store enforces min(lease, limit).
+ */
 static void virtio_tmem_set_limit(Object *obj, Visitor *v, const char *name,
                                   void *opaque, Error **errp)
 {
@@ -394,11 +461,31 @@ static void virtio_tmem_set_limit(Object *obj, Visitor *v, const char *name,
         return;
     }
     s->limit = value;
-    if (s->store) {
-        /* A limit below usage drops nothing: new PUTs are refused. */
-        vtmem_store_set_limit(s->store, value);
-        virtio_notify_config(VIRTIO_DEVICE(s));
+    if (!s->store) {
+        s->store_limit = value;
+        return;
     }
+    virtio_tmem_apply_limit(s, s->pool_client ?
+                            vtmem_pool_client_set_cap(s->pool_client, value) :
+                            value);
+}
+
+/* The limit the store enforces: vtmemd's lease capped by "limit". */
+static void virtio_tmem_get_pool_limit(Object *obj, Visitor *v,
+                                       const char *name, void *opaque,
+                                       Error **errp)
+{
+    VirtIOTmem *s = VIRTIO_TMEM(obj);
+    uint64_t value = s->store_limit;
+
+    visit_type_size(v, name, &value, errp);
+}
+
+static bool virtio_tmem_get_pool_connected(Object *obj, Error **errp)
+{
+    VirtIOTmem *s = VIRTIO_TMEM(obj);
+
+    return s->pool_client && vtmem_pool_client_is_connected(s->pool_client);
 }
 
 static void virtio_tmem_get_stat(Object *obj, Visitor *v, const char *name,
@@ -439,6 +526,8 @@ void virtio_tmem_add_aliases(Object *obj, Object *vdev)
     size_t i;
 
     object_property_add_alias(obj, "limit", vdev, "limit");
+    object_property_add_alias(obj, "pool-limit", vdev, "pool-limit");
+    object_property_add_alias(obj, "pool-connected", vdev, "pool-connected");
     for (i = 0; i < ARRAY_SIZE(virtio_tmem_stats); i++) {
         object_property_add_alias(obj, virtio_tmem_stats[i].name, vdev,
                                   virtio_tmem_stats[i].name);
@@ -480,6 +569,38 @@ static void virtio_tmem_device_realize(DeviceState *dev, Error **errp)
         s->migration_blocker = NULL;
         return;
     }
+    s->store_limit = s->limit;
+
+    if (s->pool && s->pool[0]) {
+        g_autofree char *uuid = qemu_uuid_unparse_strdup(&qemu_uuid);
+        GError *gerr = NULL;
+
+        if (!qemu_uuid_set) {
+            warn_report("virtio-tmem: no -uuid: the VM registers with vtmemd"
+                        " as %s; give every VM its own -uuid", uuid);
+        }
+        /* An unreachable daemon is not an error: the client retries. */
+        s->pool_client = vtmem_pool_client_new(s->pool,
+                                               qemu_name ? qemu_name : "",
+                                               uuid, s->limit,
+                                               &virtio_tmem_pool_ops, s,
+                                               NULL, &gerr);
+        if (!s->pool_client) {
+            error_setg(errp, "virtio-tmem: pool: %s", gerr->message);
+            g_error_free(gerr);
+            vtmem_store_free(s->store);
+            s->store = NULL;
+            migrate_del_blocker(s->migration_blocker);
+            error_free(s->migration_blocker);
+            s->migration_blocker = NULL;
+            return;
+        }
+        s->pool_bh = qemu_bh_new_guarded(virtio_tmem_pool_bh, s,
+                                          &DEVICE(s)->mem_reentrancy_guard);
+        s->store_limit = vtmem_pool_client_get_limit(s->pool_client);
+        vtmem_store_set_limit(s->store, s->store_limit);
+    }
+
     s->bounce = g_malloc(VIRTIO_TMEM_PAGE_SIZE);
     s->batch = g_new(uint64_t, VIRTIO_TMEM_MAX_BATCH);
 
@@ -494,6 +615,13 @@ static void virtio_tmem_device_unrealize(DeviceState *dev)
 
     virtio_delete_queue(s->vq);
     virtio_cleanup(vdev);
+    if (s->pool_bh) {
+        qemu_bh_delete(s->pool_bh);
+        s->pool_bh = NULL;
+    }
+    /* Sends BYE: the VM's budget returns to the pool at once. */
+    vtmem_pool_client_free(s->pool_client);
+    s->pool_client = NULL;
     vtmem_store_free(s->store);
     s->store = NULL;
     g_free(s->bounce);
@@ -510,6 +638,7 @@ static void virtio_tmem_instance_init(Object *obj)
     VirtIOTmem *s = VIRTIO_TMEM(obj);
 
     s->limit = VIRTIO_TMEM_DEFAULT_LIMIT;
+    s->store_limit = s->limit;
 }
 
 /*
@@ -535,6 +664,8 @@ static Property virtio_tmem_properties[] = {
                        VIRTIO_TMEM_DEFAULT_QUEUE_SIZE),
     DEFINE_PROP_LINK("iothread", VirtIOTmem, iothread, TYPE_IOTHREAD,
                      IOThread *),
+    /* vtmemd's socket; unset or empty: standalone on "limit" */
+    DEFINE_PROP_STRING("pool", VirtIOTmem, pool),
     DEFINE_PROP_END_OF_LIST(),
 };
 
@@ -561,6 +692,15 @@ static void virtio_tmem_class_init(ObjectClass *klass, void *data)
                               virtio_tmem_set_limit, NULL, NULL);
     object_class_property_set_description(klass, "limit",
         "Bytes of host memory the device may hold (settable at run time)");
+    object_class_property_add(klass, "pool-limit", "size",
+                              virtio_tmem_get_pool_limit, NULL, NULL, NULL);
+    object_class_property_set_description(klass, "pool-limit",
+        "Bytes the device may hold now: the lease from vtmemd capped by"
+        " 'limit' ('limit' when standalone)");
+    object_class_property_add_bool(klass, "pool-connected",
+                                   virtio_tmem_get_pool_connected, NULL);
+    object_class_property_set_description(klass, "pool-connected",
+        "Registered with vtmemd right now");
     for (i = 0; i < ARRAY_SIZE(virtio_tmem_stats); i++) {
         object_class_property_add(klass, virtio_tmem_stats[i].name, "uint64",
                                   virtio_tmem_get_stat, NULL, NULL,

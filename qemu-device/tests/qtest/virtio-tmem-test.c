@@ -8,12 +8,15 @@
  */
 
 #include "qemu/osdep.h"
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include "libqtest-single.h"
 #include "qemu/bswap.h"
 #include "qemu/module.h"
 #include "qemu/units.h"
 #include "qapi/qmp/qdict.h"
 #include "qapi/qmp/qnum.h"
+#include "qapi/qmp/qbool.h"
 #include "standard-headers/linux/virtio_config.h"
 #include "standard-headers/linux/virtio_ring.h"
 #include "libqos/qgraph.h"
@@ -371,15 +374,130 @@ static bool device_broken(Tm *t)
     return false;
 }
 
+static bool qom_get_bool(Tm *t, const char *path, const char *prop)
+{
+    QDict *resp = qtest_qmp(t->qts, "{'execute': 'qom-get', 'arguments':"
+                            " {'path': %s, 'property': %s}}", path, prop);
+    QBool *b;
+    bool value;
+
+    g_assert(qdict_haskey(resp, "return"));
+    b = qobject_to(QBool, qdict_get(resp, "return"));
+    g_assert(b);
+    value = qbool_get_bool(b);
+    qobject_unref(resp);
+    return value;
+}
+
+typedef enum {
+    POOL_NONE,              /* standalone (no "pool" property) */
+    POOL_UNREACHABLE,       /* "pool" names a socket nobody listens on */
+    POOL_DAEMON,            /* a real vtmemd ($VTMEM_QTEST_VTMEMD) */
+} PoolKind;
+
 typedef struct TestArg {
     const char *limit;      /* -global virtio-tmem-device.limit, or NULL */
-    int kind;               /* for test_bad_broken */
+    int kind;               /* for test_bad_broken; PoolKind for pool tests */
     bool iothread;          /* serve the queue in an IOThread */
+    bool pool;              /* a pool test: kind is a PoolKind */
 } TestArg;
+
+/*
+ * The vtmemd of a pool test: started by the before hook (the socket path
+ * goes on QEMU's command line), killed by the test or, if the test
+ * aborts, by the kernel when qos-test exits (PR_SET_PDEATHSIG).
+ */
+#define POOL_UUID       "6f1c2a47-1d6e-4f0e-9d0e-3f5b7d1a9e01"
+#define POOL_LIMIT      (4 * MiB)
+static struct {
+    char *dir;
+    char *sock;
+    GPid pid;
+} vtmemd;
+
+static void vtmemd_child_setup(gpointer data)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+}
+
+static void vtmemd_start(void)
+{
+    const char *bin = getenv("VTMEM_QTEST_VTMEMD");
+    g_autofree char *limit = g_strdup_printf("%llu",
+                                             (unsigned long long)POOL_LIMIT);
+    char *argv[] = { (char *)bin, (char *)"--socket", vtmemd.sock,
+                     (char *)"--pool-limit", limit, (char *)"--grace-ms",
+                     (char *)"0", NULL };
+    GError *err = NULL;
+    int i;
+
+    g_assert_true(g_spawn_async(NULL, argv, NULL,
+                                G_SPAWN_DO_NOT_REAP_CHILD |
+                                G_SPAWN_STDOUT_TO_DEV_NULL,
+                                vtmemd_child_setup, NULL, &vtmemd.pid, &err));
+    for (i = 0; i < 500 && !g_file_test(vtmemd.sock, G_FILE_TEST_EXISTS);
+         i++) {
+        g_usleep(10 * 1000);
+    }
+    g_assert_true(g_file_test(vtmemd.sock, G_FILE_TEST_EXISTS));
+}
+
+static void vtmemd_stop(void)
+{
+    int status;
+
+    if (vtmemd.pid) {
+        kill(vtmemd.pid, SIGTERM);
+        waitpid(vtmemd.pid, &status, 0);
+        g_spawn_close_pid(vtmemd.pid);
+        vtmemd.pid = 0;
+    }
+}
+
+static void vtmemd_cleanup(void)
+{
+    vtmemd_stop();
+    if (vtmemd.dir) {
+        unlink(vtmemd.sock);
+        rmdir(vtmemd.dir);
+    }
+    g_free(vtmemd.sock);
+    g_free(vtmemd.dir);
+    vtmemd.sock = vtmemd.dir = NULL;
+}
+
+static void pool_before(GString *cmd_line, TestArg *ta)
+{
+    switch (ta->kind) {
+    case POOL_NONE:
+        break;
+    case POOL_UNREACHABLE:
+        g_string_append(cmd_line, " -global virtio-tmem-device.pool="
+                        "/nonexistent-vtmem-dir/vtmemd.sock ");
+        break;
+    case POOL_DAEMON:
+        if (!getenv("VTMEM_QTEST_VTMEMD")) {
+            break;          /* the test skips */
+        }
+        vtmemd_cleanup();
+        vtmemd.dir = g_dir_make_tmp("vtmem-qtest-XXXXXX", NULL);
+        g_assert_nonnull(vtmemd.dir);
+        vtmemd.sock = g_build_filename(vtmemd.dir, "vtmemd.sock", NULL);
+        vtmemd_start();
+        g_string_append_printf(cmd_line, " -name qtest-vtmem -uuid %s"
+                               " -global virtio-tmem-device.pool=%s ",
+                               POOL_UUID, vtmemd.sock);
+        break;
+    }
+}
 
 static void *tmem_before(GString *cmd_line, void *arg)
 {
     TestArg *ta = arg;
+
+    if (ta && ta->pool) {
+        pool_before(cmd_line, ta);
+    }
 
     g_string_append_printf(cmd_line, " -global virtio-tmem-device.slots=%d ",
                            TEST_SLOTS);
@@ -997,6 +1115,148 @@ static void test_migration_blocked(void *obj, void *data,
     tm_stop(&t);
 }
 
+/* Wait (real time: the main loop serves the pool socket) for a property */
+static bool wait_bool(Tm *t, const char *prop, bool want)
+{
+    gint64 end = g_get_monotonic_time() + 15 * G_USEC_PER_SEC;
+
+    while (qom_get_bool(t, DEV_PATH, prop) != want) {
+        if (g_get_monotonic_time() > end) {
+            return false;
+        }
+        g_usleep(20 * 1000);
+    }
+    return true;
+}
+
+static bool wait_u64(Tm *t, const char *prop, uint64_t want)
+{
+    gint64 end = g_get_monotonic_time() + 15 * G_USEC_PER_SEC;
+
+    while (qom_get_u64(t, DEV_PATH, prop) != want) {
+        if (g_get_monotonic_time() > end) {
+            return false;
+        }
+        g_usleep(20 * 1000);
+    }
+    return true;
+}
+
+#define CFG_LIMIT offsetof(struct virtio_tmem_config, limit)
+
+/* Without a pool (and with an unreachable one): the device's own limit */
+static void test_pool_standalone(void *obj, void *data, QGuestAllocator *alloc)
+{
+    g_autofree uint8_t *a = make_page(21);
+    Tm t;
+
+    tm_start(&t, obj, alloc);
+    g_assert_false(qom_get_bool(&t, DEV_PATH, "pool-connected"));
+    g_assert_false(qom_get_bool(&t, BACKEND_PATH, "pool-connected"));
+    g_assert_cmpuint(qom_get_u64(&t, DEV_PATH, "pool-limit"), ==, 256 * MiB);
+    g_assert_cmpuint(qvirtio_config_readq(t.dev, CFG_LIMIT), ==, 256 * MiB);
+    g_assert_cmpuint(tm_put(&t, 1, a), ==, VIRTIO_TMEM_S_OK);
+    assert_slot(&t, 1, a);
+    qom_set_u64(&t, DEV_PATH, "limit", 8 * MiB);
+    qvirtio_wait_config_isr(t.dev, TMEM_TIMEOUT_US);
+    g_assert_cmpuint(qom_get_u64(&t, BACKEND_PATH, "pool-limit"), ==,
+                     8 * MiB);
+    g_assert_cmpuint(qvirtio_config_readq(t.dev, CFG_LIMIT), ==, 8 * MiB);
+    /* read-only */
+    {
+        QDict *resp = qtest_qmp(t.qts, "{'execute': 'qom-set', 'arguments':"
+                                " {'path': %s, 'property': 'pool-limit',"
+                                " 'value': 1}}", DEV_PATH);
+
+        g_assert(qdict_haskey(resp, "error"));
+        qobject_unref(resp);
+    }
+    g_assert_false(qom_get_bool(&t, DEV_PATH, "pool-connected"));
+    tm_stop(&t);
+}
+
+/* A bad pool socket path fails realize; other devices are unaffected */
+static void test_pool_bad_path(void *obj, void *data, QGuestAllocator *alloc)
+{
+    g_autofree char *path = g_strnfill(200, 'x');
+    QDict *resp, *err;
+    Tm t;
+
+    tm_start(&t, obj, alloc);
+    resp = qtest_qmp(t.qts, "{'execute': 'device_add', 'arguments':"
+                     " {'driver': 'virtio-tmem-pci', 'id': 'tmem9',"
+                     " 'pool': %s}}", path);
+    g_assert(qdict_haskey(resp, "error"));
+    err = qdict_get_qdict(resp, "error");
+    g_assert_nonnull(strstr(qdict_get_str(err, "desc"), "pool"));
+    qobject_unref(resp);
+    assert_alive(&t);
+    tm_stop(&t);
+}
+
+/*
+ * A real vtmemd: lease, cap, daemon gone (lease kept), re-registration.
+ * (libqos never reuses descriptors: a queue serves ~80 requests, too few
+ * to fill a 4 MiB granule; the cap makes the store refuse instead.)
+ */
+#define POOL_PAGES 32
+static void test_pool_daemon(void *obj, void *data, QGuestAllocator *alloc)
+{
+    uint8_t *pages[POOL_PAGES];
+    g_autofree uint8_t *extra = make_page(2999);
+    uint64_t lease, held;
+    int i;
+    Tm t;
+
+    if (!getenv("VTMEM_QTEST_VTMEMD")) {
+        g_test_skip("VTMEM_QTEST_VTMEMD (path of vtmemd) not set");
+        return;
+    }
+    tm_start(&t, obj, alloc);
+    g_assert_true(wait_bool(&t, "pool-connected", true));
+    /* the whole pool (one granule) is leased to the only VM */
+    g_assert_true(wait_u64(&t, "pool-limit", POOL_LIMIT));
+    g_assert_cmpuint(qom_get_u64(&t, DEV_PATH, "limit"), ==, 256 * MiB);
+    g_assert_cmpuint(qvirtio_config_readq(t.dev, CFG_LIMIT), ==, POOL_LIMIT);
+
+    /* incompressible pages within the lease */
+    for (i = 0; i < POOL_PAGES; i++) {
+        pages[i] = make_page(3000 + i);
+        g_assert_cmpuint(tm_put(&t, i, pages[i]), ==, VIRTIO_TMEM_S_OK);
+    }
+    held = tm_stat(&t, "memory-held");
+    g_assert_cmpuint(held, <=, POOL_LIMIT);
+    assert_slot(&t, 0, pages[0]);
+
+    /* the device's limit caps the lease at once */
+    qom_set_u64(&t, DEV_PATH, "limit", held);
+    g_assert_cmpuint(qom_get_u64(&t, DEV_PATH, "pool-limit"), ==, held);
+    g_assert_cmpuint(qvirtio_config_readq(t.dev, CFG_LIMIT), ==, held);
+    g_assert_cmpuint(tm_put(&t, POOL_PAGES, extra), ==,
+                     VIRTIO_TMEM_S_NOSPACE);
+    qom_set_u64(&t, DEV_PATH, "limit", 1 * MiB);
+    g_assert_cmpuint(qom_get_u64(&t, DEV_PATH, "pool-limit"), ==, 1 * MiB);
+
+    /* vtmemd goes away: pages and lease kept */
+    vtmemd_stop();
+    g_assert_true(wait_bool(&t, "pool-connected", false));
+    lease = qom_get_u64(&t, DEV_PATH, "pool-limit");
+    g_assert_cmpuint(lease, ==, 1 * MiB);
+    assert_slot(&t, 1, pages[1]);
+    assert_slot(&t, POOL_PAGES - 1, pages[POOL_PAGES - 1]);
+
+    /* and comes back: the device registers again by itself */
+    vtmemd_start();
+    g_assert_true(wait_bool(&t, "pool-connected", true));
+    qom_set_u64(&t, DEV_PATH, "limit", 256 * MiB);
+    g_assert_true(wait_u64(&t, "pool-limit", POOL_LIMIT));
+    assert_slot(&t, 0, pages[0]);
+    g_assert_cmpuint(tm_put(&t, POOL_PAGES, extra), ==, VIRTIO_TMEM_S_OK);
+    free_pages(pages, POOL_PAGES);
+    tm_stop(&t);
+    vtmemd_cleanup();
+}
+
 #define PCI_SLOT_HP 0x06
 
 /* Hot-plug and unplug a second device (realize, unrealize, store freed) */
@@ -1045,6 +1305,11 @@ static const struct {
     { "bad-huge-in", test_bad_broken, NULL, BROKEN_HUGE_IN },
     { "bad-beyond-ram", test_bad_broken, NULL, BROKEN_BEYOND_RAM, true },
     { "migration-blocked", test_migration_blocked },
+    { "pool-standalone", test_pool_standalone, NULL, POOL_NONE },
+    { "pool-unreachable", test_pool_standalone, NULL, POOL_UNREACHABLE,
+      .iothread = true },
+    { "pool-bad-path", test_pool_bad_path },
+    { "pool-daemon", test_pool_daemon, NULL, POOL_DAEMON, .iothread = true },
 };
 
 /* The arguments of the tests: [iothread][test] */
@@ -1066,6 +1331,7 @@ static void register_virtio_tmem_test(void)
             arg->limit = tmem_tests[i].limit;
             arg->kind = tmem_tests[i].kind;
             arg->iothread = io;
+            arg->pool = g_str_has_prefix(tmem_tests[i].name, "pool-");
             name = g_strdup_printf("%s%s", io ? "iothread-" : "",
                                    tmem_tests[i].name);
             qos_add_test(name, "virtio-tmem", tmem_tests[i].fn, &opts);

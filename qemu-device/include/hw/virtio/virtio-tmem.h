@@ -25,6 +25,7 @@ OBJECT_DECLARE_SIMPLE_TYPE(VirtIOTmem, VIRTIO_TMEM)
 #define VIRTIO_TMEM_DEFAULT_QUEUE_SIZE  256
 
 typedef struct VtmemStore VtmemStore;
+typedef struct VtmemPoolClient VtmemPoolClient;
 
 struct VirtIOTmem {
     VirtIODevice parent_obj;
@@ -38,10 +39,22 @@ struct VirtIOTmem {
     Error *migration_blocker;
     /* The request queue is served in iothread's AioContext */
     bool dataplane_started;
+    /* Lease from vtmemd (NULL: standalone, no "pool" property) */
+    VtmemPoolClient *pool_client;
+    /* Reports usage to vtmemd from the main loop after requests */
+    QEMUBH *pool_bh;
+    /*
+     * The limit the store enforces (config space "limit"): the pool's
+     * lease capped by "limit", or "limit" when standalone.
+     */
+    uint64_t store_limit;
 
     /* Properties */
     uint64_t nr_slots;
+    /* The device's own limit (its cap when it takes leases from vtmemd) */
     uint64_t limit;
+    /* vtmemd's unix socket; NULL or empty: standalone */
+    char *pool;
     uint16_t queue_size;
     IOThread *iothread;
 };
