@@ -920,13 +920,20 @@ static void vt_bio_work(struct work_struct *work)
 }
 
 /*
- * Bios are served by a worker: submit_bio_wait() to the backing device
- * cannot be called from submit_bio context (current->bio_list).
+ * With a backing device, bios are served by a worker: submit_bio_wait() to
+ * the backing device cannot be called from submit_bio context
+ * (current->bio_list). Without one (the backing device can only change
+ * while the table is unset), they are served right here.
  */
 static void vtmem_submit_bio(struct bio *bio)
 {
 	struct vtmem *vt = bio->bi_bdev->bd_disk->private_data;
 	unsigned long flags;
+
+	if (!READ_ONCE(vt->bdev)) {
+		vt_do_bio(vt, bio);
+		return;
+	}
 
 	spin_lock_irqsave(&vt->bio_lock, flags);
 	bio_list_add(&vt->bios, bio);
