@@ -1,9 +1,9 @@
 #!/bin/sh
-# Prototype of the end-to-end libvirt test: an isolated libvirtd (an
+# Quick libvirt + vtmemctl check (the full test is vtmem_libvirt.py): an isolated libvirtd (an
 # unprivileged user, all state in a temp dir, under tini -s), vtmemd on a
 # temp socket, one TCG domain, and vtmemctl against both.
 #
-# Usage (root): tests/daemon/libvirt-e2e.sh BUILD_DIR
+# Usage (root): tests/libvirt/libvirt-smoke.sh BUILD_DIR
 #   QEMU=/path/to/qemu-system-x86_64   emulator (default: Debian's)
 #   VTMEM_DEVICE="-device virtio-tmem-pci,id=vtmem0,..."  extra args for a
 #       QEMU with the device; without it the domain has no device and the
@@ -14,12 +14,12 @@
 # Example with the device (firmware paths needed when QEMU is a copy):
 #   QEMU=/path/qemu-system-x86_64 VTMEM_DEVICE="-L /usr/share/seabios \
 #     -L /usr/share/qemu -L /usr/lib/ipxe/qemu \
-#     -device virtio-tmem-pci,id=vtmem0,limit=32M" tests/daemon/libvirt-e2e.sh build
+#     -device virtio-tmem-pci,id=vtmem0,limit=32M" tests/libvirt/libvirt-smoke.sh build
 set -eu
 
 build=$(cd "${1:?usage: $0 BUILD_DIR}" && pwd)
 vtmemd=$build/host-pool/daemon/vtmemd
-vtmemctl=$build/host-pool/daemon/vtmemctl
+vtmemctl=$build/host-pool/cli/vtmemctl
 qemu=${QEMU:-/usr/bin/qemu-system-x86_64}
 user=vtmem-e2e
 

@@ -1,0 +1,687 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""End-to-end test of vtmem with libvirt and the pool daemon vtmemd.
+
+An isolated libvirtd (an unprivileged user, all its state in a temp dir,
+under `tini -s`, URI qemu:///session?socket=...) and a vtmemd (same user,
+temp socket) are started by the test. Two TCG domains (our QEMU as the
+emulator, the device through <qemu:commandline> with pool=<socket>, kernel +
+initramfs boot from tests/e2e's harness, console to a file) run the
+verifying swap workload (swapverify) at the same time; their combined demand
+exceeds vtmemd's --pool-limit. Checked:
+
+  budget      sum of both devices' memory-held (vtmemctl status --json, polled
+              during the whole run) and vtmemd's charge stay within the pool
+              (plus the empty stores' metadata, see docs/vtmemd.md)
+  garbage     malformed input on vtmemd's socket is rejected (ERROR, closed),
+              the VMs stay registered
+  restart     vtmemd killed (SIGKILL) mid-run: both workloads still verify;
+              devices re-register when it is back (pool-connected, STATUS)
+  set-limit   vtmemctl set-limit takes effect live (qom-get limit,
+              pool-limit) and survives destroy + start (vtmemctl apply, as
+              the libvirt hook of docs/libvirt.md does)
+  destroy     destroying a VM returns its budget (vtmemd STATUS)
+  data        both workloads verify byte for byte
+
+Usage (root): vtmem_libvirt.py [--keep]
+Paths from the environment (as tests/e2e/vtmem_e2e.py) or options:
+  VTMEM_QEMU / VTMEM_QEMU_DEFAULT, VTMEM_KO, VTMEM_SETUP, VTMEM_SWAPVERIFY,
+  VTMEMD, VTMEMCTL, VTMEM_LIBVIRT_WORKDIR (default: a temp dir; kept on
+  failure). VTMEM_LIBVIRT_USER (default vtmem-e2e, created if missing).
+Exit status 0 = pass, 77 = skipped, 1 = fail.
+"""
+
+import argparse
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
+import vtmem_e2e as e2e  # noqa: E402  (initramfs builder, kernel lookup)
+
+MiB = 1 << 20
+POOL_LIMIT = 48 * MiB       # vtmemd --pool-limit
+DEV_LIMIT = 64 * MiB        # each device's limit (cap) and metadata limit
+NEW_LIMIT = 24 * MiB        # vtmemctl set-limit A
+GRACE_MS = 3000             # vtmemd --grace-ms (> client's 2 s max backoff)
+GUEST_MEM = 224             # MiB
+NS = "http://vtmem.org/xmlns/domain/1"
+VMS = {
+    "a": {"name": "vtmem-lv-a", "uuid": "5b0e6a52-7c1d-4e2b-9a51-0a1b2c3d4e01",
+          "seed": 31},
+    "b": {"name": "vtmem-lv-b", "uuid": "5b0e6a52-7c1d-4e2b-9a51-0a1b2c3d4e02",
+          "seed": 32},
+}
+# Guest: one verifying workload larger than the guest's cgroup limit (so it
+# swaps through vtmem and, when refused, to the backing disk), then a
+# second one that keeps swapping until the VM is destroyed (holds budget).
+SCRIPT = """
+setup -b /dev/vda -s 512M
+echo "VTMEM-MARK up"
+workload main 160 %(seed)d 64M passes=%(passes)d
+stat_dump main
+echo "VTMEM-MARK hold"
+workload hold 96 %(seed2)d 40M passes=1000000
+"""
+
+
+class Fail(Exception):
+    pass
+
+
+def log(msg):
+    print("[libvirt %s] %s" % (time.strftime("%H:%M:%S"), msg), flush=True)
+
+
+def expect(cond, what):
+    if not cond:
+        raise Fail(what)
+    log("ok: " + what)
+
+
+class Env:
+    """Everything the test started, and how to stop it."""
+
+    def __init__(self, args, workdir):
+        self.args = args
+        self.dir = workdir
+        self.user = os.environ.get("VTMEM_LIBVIRT_USER", "vtmem-e2e")
+        self.libvirtd = None
+        self.vtmemd = None
+        self.sock = os.path.join(workdir, "pool", "vtmemd.sock")
+        self.uri = "qemu:///session?socket=%s/runtime/libvirt/libvirt-sock" % workdir
+        self.env = dict(os.environ, VTMEM_POOL_SOCKET=self.sock,
+                        LIBVIRT_DEFAULT_URI=self.uri)
+        self.vtmemd_log = open(os.path.join(workdir, "vtmemd.log"), "ab")
+
+    # -------------------------------------------------------------- helpers
+    def run(self, cmd, check=True, timeout=60):
+        r = subprocess.run(cmd, env=self.env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise Fail("%s: exit %d: %s" % (" ".join(cmd), r.returncode,
+                                            r.stdout.strip()))
+        return r
+
+    def virsh(self, *a, check=True):
+        return self.run(["virsh", "-c", self.uri] + list(a), check=check)
+
+    def vtmemctl(self, *a, check=True):
+        return self.run([self.args.vtmemctl, "--connect", self.uri,
+                         "--socket", self.sock] + list(a), check=check)
+
+    def qmp(self, dom, cmd, **arguments):
+        msg = {"execute": cmd}
+        if arguments:
+            msg["arguments"] = arguments
+        r = self.virsh("qemu-monitor-command", dom, json.dumps(msg))
+        return json.loads(r.stdout)["return"]
+
+    def qom(self, dom, prop):
+        return self.qmp(dom, "qom-get", path="/machine/peripheral/vtmem0",
+                        property=prop)
+
+    def as_user(self):
+        pw = pwd.getpwnam(self.user)
+        return ["setpriv", "--reuid=%d" % pw.pw_uid, "--regid=%d" % pw.pw_gid,
+                "--init-groups", "--"]
+
+    # -------------------------------------------------------------- daemons
+    def start_vtmemd(self):
+        # As the libvirt user: QEMU (same uid) may register, root controls.
+        self.vtmemd = subprocess.Popen(
+            self.as_user() + [self.args.vtmemd, "--socket", self.sock,
+                              "--pool-limit", str(POOL_LIMIT),
+                              "--grace-ms", str(GRACE_MS)],
+            stdout=self.vtmemd_log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 10
+        while not self.daemon_alive():
+            if self.vtmemd.poll() is not None or time.time() > deadline:
+                raise Fail("vtmemd did not start (see %s/vtmemd.log)" % self.dir)
+            time.sleep(0.05)
+
+    def kill_vtmemd(self, sig=signal.SIGKILL):
+        if self.vtmemd and self.vtmemd.poll() is None:
+            self.vtmemd.send_signal(sig)
+            self.vtmemd.wait()
+        self.vtmemd = None
+
+    def daemon_alive(self):
+        try:
+            self.daemon_status()
+            return True
+        except OSError:
+            return False
+
+    def daemon_status(self):
+        """vtmemd STATUS: (pool dict, {uuid: vm dict})"""
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(5)
+        try:
+            s.connect(self.sock)
+            s.sendall(b"STATUS\n")
+            buf = b""
+            while not buf.endswith(b"END\n"):
+                d = s.recv(65536)
+                if not d:
+                    raise OSError("vtmemd closed the connection: %r" % buf)
+                buf += d
+        finally:
+            s.close()
+        pool, vms = {}, {}
+        for line in buf.decode().splitlines():
+            if line.startswith("POOL "):
+                pool = dict(kv.split("=", 1) for kv in line[5:].split(" "))
+            elif line.startswith("VM "):
+                head, name = line[3:].split(" name=", 1)
+                vm = dict(kv.split("=", 1) for kv in head.split(" "))
+                vm["name"] = name
+                vms[vm["uuid"]] = vm
+        return pool, vms
+
+    def start_libvirtd(self):
+        pw = pwd.getpwnam(self.user)
+        for d in ["home", "config", "runtime", "cache", "data"]:
+            os.makedirs(os.path.join(self.dir, d), exist_ok=True)
+            os.chown(os.path.join(self.dir, d), pw.pw_uid, pw.pw_gid)
+        os.chmod(os.path.join(self.dir, "runtime"), 0o700)
+        d = self.dir
+        self.libvirtd = subprocess.Popen(
+            self.as_user() + ["env", "HOME=%s/home" % d,
+                              "XDG_CONFIG_HOME=%s/config" % d,
+                              "XDG_RUNTIME_DIR=%s/runtime" % d,
+                              "XDG_CACHE_HOME=%s/cache" % d,
+                              "XDG_DATA_HOME=%s/data" % d,
+                              "tini", "-s", "--", "libvirtd"],
+            stdout=open(os.path.join(d, "libvirtd.log"), "ab"),
+            stderr=subprocess.STDOUT)
+        deadline = time.time() + 30
+        while self.virsh("version", check=False).returncode != 0:
+            if self.libvirtd.poll() is not None or time.time() > deadline:
+                raise Fail("libvirtd did not start (see %s/libvirtd.log)" % d)
+            time.sleep(0.1)
+
+    def qemu_pids(self):
+        """QEMUs of our libvirtd (pid files in its runtime dir)."""
+        pids = []
+        for root, _, files in os.walk(os.path.join(self.dir, "runtime")):
+            for f in files:
+                if f.endswith(".pid") and "qemu" in root:
+                    try:
+                        pid = int(open(os.path.join(root, f)).read().strip())
+                        cmd = open("/proc/%d/cmdline" % pid, "rb").read()
+                    except (OSError, ValueError):
+                        continue
+                    if b"qemu" in cmd and self.dir.encode() in cmd:
+                        pids.append(pid)
+        return pids
+
+    def cleanup(self):
+        for vm in VMS.values():
+            try:
+                self.virsh("destroy", vm["name"], check=False)
+            except Exception:
+                pass
+        for pid in self.qemu_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if self.libvirtd and self.libvirtd.poll() is None:
+            self.libvirtd.terminate()      # tini forwards it to libvirtd
+            try:
+                self.libvirtd.wait(20)
+            except subprocess.TimeoutExpired:
+                self.libvirtd.kill()
+                self.libvirtd.wait()
+        pidf = os.path.join(self.dir, "runtime", "libvirt", "virtlogd.pid")
+        try:
+            os.kill(int(open(pidf).read().strip()), signal.SIGTERM)
+        except (OSError, ValueError):
+            pass
+        self.kill_vtmemd(signal.SIGTERM)
+        self.vtmemd_log.close()
+
+
+# ------------------------------------------------------------------ domains
+
+def domain_xml(env, key, vmlinuz, initrd, disk, console):
+    vm = VMS[key]
+    cmdline = ("console=ttyS0 rdinit=/init panic=-1 random.trust_cpu=on "
+               "transparent_hugepage=madvise zswap.enabled=0 loglevel=4")
+    # libvirt does not know this device: give it a PCI slot it does not use.
+    dev = ("virtio-tmem-pci,id=vtmem0,bus=pci.0,addr=0x1e,limit=%d,pool=%s"
+           % (DEV_LIMIT, env.sock))
+    return """<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
+  <name>%(name)s</name>
+  <uuid>%(uuid)s</uuid>
+  <metadata>
+    <vtmem:vtmem xmlns:vtmem='%(ns)s'>
+      <limit>%(limit)d</limit>
+      <weight>100</weight>
+    </vtmem:vtmem>
+  </metadata>
+  <memory unit='MiB'>%(mem)d</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>%(kernel)s</kernel>
+    <initrd>%(initrd)s</initrd>
+    <cmdline>%(cmdline)s</cmdline>
+  </os>
+  <features><acpi/></features>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>%(emulator)s</emulator>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw' cache='unsafe'/>
+      <source file='%(disk)s'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <serial type='file'>
+      <source path='%(console)s'/>
+      <target port='0'/>
+    </serial>
+    <console type='file'>
+      <source path='%(console)s'/>
+      <target type='serial' port='0'/>
+    </console>
+    <memballoon model='none'/>
+  </devices>
+  <qemu:commandline>
+    <qemu:arg value='-device'/>
+    <qemu:arg value='%(dev)s'/>
+  </qemu:commandline>
+</domain>
+""" % dict(name=vm["name"], uuid=vm["uuid"], ns=NS, limit=DEV_LIMIT,
+           mem=GUEST_MEM, kernel=vmlinuz, initrd=initrd, cmdline=cmdline,
+           emulator=os.path.join(env.dir, "qemu-wrapper"), disk=disk,
+           console=console, dev=dev)
+
+
+class Console:
+    """A guest's console file, parsed with the e2e harness's parser."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def read(self):
+        try:
+            with open(self.path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def run(self):
+        run = e2e.Run()
+        for line in self.read().splitlines():
+            e2e.parse_line(run, line)
+        return run
+
+    def bad(self):
+        return [ln for ln in self.read().splitlines() if e2e.BAD_CONSOLE.search(ln)]
+
+
+# ------------------------------------------------------------------ poller
+
+class Poller(threading.Thread):
+    """vtmemctl status --json and vtmemd STATUS, every ~0.3 s."""
+
+    def __init__(self, env, baseline):
+        super().__init__(daemon=True)
+        self.env = env
+        self.baseline = baseline
+        self.stop = threading.Event()
+        self.samples = 0
+        self.max_held_sum = 0
+        self.max_charged = 0
+        self.violations = []
+        self.last = {}
+        self.errors = 0
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                self.sample()
+            except Exception as e:  # a VM going away mid-sample
+                self.errors += 1
+                self.last_error = str(e)
+            self.stop.wait(0.3)
+
+    def sample(self):
+        r = self.env.vtmemctl("status", "--json", check=False)
+        st = json.loads(r.stdout)
+        doms = {d["name"]: d for d in st["domains"]}
+        held = sum(d["memory_held"] for d in doms.values())
+        allowed = POOL_LIMIT + self.baseline * len(doms)
+        self.samples += 1
+        self.max_held_sum = max(self.max_held_sum, held)
+        if held > allowed:
+            self.violations.append("memory-held sum %d > %d (%s)" % (
+                held, allowed, {n: d["memory_held"] for n, d in doms.items()}))
+        if st["daemon"]["running"]:
+            ch = st["daemon"]["charged"]
+            self.max_charged = max(self.max_charged, ch)
+            if ch > allowed:
+                self.violations.append("vtmemd charged %d > %d" % (ch, allowed))
+        self.last = doms
+
+
+def wait_for(what, cond, timeout, step=0.2):
+    deadline = time.time() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.time() > deadline:
+            raise Fail("timeout (%d s) waiting for %s" % (timeout, what))
+        time.sleep(step)
+
+
+def both_connected(env):
+    try:
+        _, vms = env.daemon_status()
+    except OSError:
+        return False
+    uu = [VMS[k]["uuid"] for k in VMS]
+    if not all(u in vms and vms[u]["connected"] == "1" for u in uu):
+        return False
+    return all(env.qom(VMS[k]["name"], "pool-connected") for k in VMS)
+
+
+def garbage(env):
+    """Malformed input on vtmemd's socket: each connection gets ERROR and
+    is closed."""
+    cases = [
+        b"\x01\x02\xff garbage\n",
+        b"A" * 5000,
+        b"REGISTER 1 not-a-uuid 0 0 0 0 evil\n",
+        b"REGISTER 1 5b0e6a52-7c1d-4e2b-9a51-0a1b2c3d4e01 -1 0 0 0 evil\n",
+        b"STATUS  \n",
+        b"\n",
+        bytes(range(256)) * 8,
+    ]
+    for c in cases:
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(10)
+        s.connect(env.sock)
+        try:
+            s.sendall(c)
+        except OSError:
+            pass
+        buf = b""
+        try:
+            while True:
+                d = s.recv(4096)
+                if not d:
+                    break
+                buf += d
+        except OSError:
+            pass
+        s.close()
+        if not buf.startswith(b"ERROR"):
+            raise Fail("vtmemd answered %r to garbage %r" % (buf[:80], c[:40]))
+    return len(cases)
+
+
+# -------------------------------------------------------------------- test
+
+def test(args, env, t0):
+    work = env.dir
+    pw = pwd.getpwnam(env.user)
+    # Guest image: the e2e harness's initramfs + one scenario per VM.
+    log("building the initramfs (tests/e2e harness)")
+    vmlinuz_src, base = e2e.build_initramfs(args, work)
+    vmlinuz = os.path.join(work, "vmlinuz")
+    shutil.copy(vmlinuz_src, vmlinuz)
+    wrapper = os.path.join(work, "qemu-wrapper")
+    with open(wrapper, "w") as f:
+        f.write("#!/bin/sh\nexec %s -L /usr/share/seabios -L /usr/share/qemu "
+                "-L /usr/lib/ipxe/qemu \"$@\"\n" % os.path.realpath(args.qemu))
+    os.chmod(wrapper, 0o755)
+    pool_dir = os.path.dirname(env.sock)
+    os.makedirs(pool_dir)
+    os.chown(pool_dir, pw.pw_uid, pw.pw_gid)
+    os.chmod(pool_dir, 0o750)
+    vmdir = os.path.join(work, "vm")
+    os.makedirs(vmdir)
+    os.chown(vmdir, pw.pw_uid, pw.pw_gid)
+    consoles = {}
+    for k, vm in VMS.items():
+        initrd = e2e.scenario_initramfs(work, base, SCRIPT % dict(
+            seed=vm["seed"], seed2=vm["seed"] + 100, passes=args.passes))
+        os.chmod(initrd, 0o644)
+        disk = os.path.join(vmdir, k + "-backing.img")
+        with open(disk, "wb") as f:
+            f.truncate(256 * MiB)
+        os.chown(disk, pw.pw_uid, pw.pw_gid)
+        con = os.path.join(vmdir, k + "-console.log")
+        consoles[k] = Console(con)
+        with open(os.path.join(work, k + ".xml"), "w") as f:
+            f.write(domain_xml(env, k, vmlinuz, initrd, disk, con))
+    os.chmod(work, 0o755)
+
+    env.start_vtmemd()
+    env.start_libvirtd()
+    log("libvirtd at %s, vtmemd at %s (pool %d MiB)" % (env.uri, env.sock,
+                                                        POOL_LIMIT >> 20))
+    for k, vm in VMS.items():
+        env.virsh("define", os.path.join(work, k + ".xml"))
+    for k, vm in VMS.items():
+        env.virsh("start", vm["name"])
+        # What the libvirt hook of docs/libvirt.md runs at start.
+        r = env.vtmemctl("apply", vm["name"], "--wait", "30")
+        log("apply %s: %s" % (vm["name"], r.stdout.strip()))
+    t_started = time.time()
+
+    # Both devices registered with vtmemd.
+    wait_for("both devices registered", lambda: both_connected(env), 30)
+    baseline = max(env.qom(vm["name"], "memory-held") for vm in VMS.values())
+    log("registered; empty-store metadata %d bytes" % baseline)
+    expect(all(env.qom(vm["name"], "limit") == DEV_LIMIT for vm in VMS.values()),
+           "device limits from the command line / metadata (%d)" % DEV_LIMIT)
+
+    poller = Poller(env, baseline)
+    poller.start()
+    try:
+        # Garbage on the daemon socket while the VMs run.
+        n = garbage(env)
+        _, vms = env.daemon_status()
+        expect(both_connected(env) and len(vms) == 2,
+               "%d kinds of garbage rejected (ERROR + close); both VMs still "
+               "registered" % n)
+
+        # Both workloads swapping through vtmem: kill vtmemd mid-run.
+        def swapping():
+            d = poller.last
+            return (len(d) == 2 and
+                    all(x["memory_held"] > 8 * MiB for x in d.values()))
+        wait_for("both devices holding > 8 MiB", swapping, 240)
+        expect(all("main" not in consoles[k].run().results for k in VMS),
+               "workloads still running when vtmemd is killed")
+        held_before = {n: d["memory_held"] for n, d in poller.last.items()}
+        env.kill_vtmemd(signal.SIGKILL)
+        log("vtmemd killed (SIGKILL); held %s" % held_before)
+        wait_for("devices notice the daemon is gone", lambda: not any(
+            env.qom(vm["name"], "pool-connected") for vm in VMS.values()), 10)
+        time.sleep(1)
+        t_restart = time.time()
+        env.start_vtmemd()
+        wait_for("devices re-registered", lambda: both_connected(env), 20,
+                 step=0.05)
+        reregister_s = time.time() - t_restart
+        log("re-registered %.2f s after vtmemd restart" % reregister_s)
+
+        # set-limit live
+        a, b = VMS["a"]["name"], VMS["b"]["name"]
+        r = env.vtmemctl("set-limit", a, str(NEW_LIMIT))
+        log("set-limit: " + r.stdout.strip())
+        expect(env.qom(a, "limit") == NEW_LIMIT, "qom-get limit = %d after "
+               "vtmemctl set-limit (live)" % NEW_LIMIT)
+        expect(env.qom(a, "pool-limit") <= NEW_LIMIT, "pool-limit <= new limit "
+               "(%d)" % env.qom(a, "pool-limit"))
+        _, vms = env.daemon_status()
+        expect(vms[VMS["a"]["uuid"]]["vm-limit"] == str(NEW_LIMIT),
+               "vtmemd caps the VM (vm-limit %s)" % vms[VMS["a"]["uuid"]]["vm-limit"])
+
+        # Both workloads finish and verify.
+        def finished():
+            return all("main" in consoles[k].run().results for k in VMS)
+        wait_for("both workloads finished", finished, args.timeout)
+        t_main = time.time() - t_started
+        for k in VMS:
+            run = consoles[k].run()
+            r = run.results["main"]
+            expect(r["status"] == "ok" and r["rc"] == 0 and r.get("bad", 1) == 0,
+                   "VM %s: workload verified byte for byte (%s)" % (k, r))
+            expect(not run.fails, "VM %s: guest script reported no failure %s"
+                   % (k, run.fails))
+            st = run.stats.get("main", {})
+            log("VM %s guest stats: host_puts=%s host_refusals=%s disk_writes=%s "
+                "pages_host=%s pages_disk=%s" % (
+                    k, st.get("host_puts"), st.get("host_refusals"),
+                    st.get("disk_writes"), st.get("pages_host"),
+                    st.get("pages_disk")))
+            expect(st.get("failed_reads", 1) == 0 and st.get("failed_writes", 1) == 0,
+                   "VM %s: no failed I/O" % k)
+        refusals = sum(run.stats.get("main", {}).get("host_refusals", 0)
+                       for run in (consoles[k].run() for k in VMS))
+        expect(refusals > 0, "the pool was too small for both: %d refusals "
+               "(pages went to the backing disks)" % refusals)
+
+        # Destroy B: its budget returns.
+        wait_for("VM b holding budget again (hold workload)", lambda: "hold" in
+                 consoles["b"].run().marks and env.qom(b, "memory-held") > 4 * MiB, 120)
+        pool, vms = env.daemon_status()
+        charged_before = int(pool["charged"])
+        b_charge = int(vms[VMS["b"]["uuid"]]["charge"])
+        env.virsh("destroy", b)
+
+        def b_gone():
+            p, v = env.daemon_status()
+            u = VMS["b"]["uuid"]
+            return (u not in v or v[u]["connected"] == "0" and
+                    v[u]["charge"] == "0") and p
+        p = wait_for("B's budget back", b_gone, 10)
+        expect(int(p["charged"]) <= charged_before - b_charge + 4 * MiB,
+               "destroying B returned its budget (charged %d -> %d, B had %d)"
+               % (charged_before, int(p["charged"]), b_charge))
+
+        # A: destroy + start; the metadata (set-limit) is applied at start.
+        env.virsh("destroy", a)
+        env.virsh("start", a)
+        expect(env.qom(a, "limit") == DEV_LIMIT,
+               "A restarted with the command-line limit")
+        r = env.vtmemctl("apply", a, "--wait", "30")
+        log("apply: " + r.stdout.strip())
+        expect(env.qom(a, "limit") == NEW_LIMIT,
+               "set-limit survived destroy + start (qom-get limit %d)" % NEW_LIMIT)
+        wait_for("A registered again", lambda: env.qom(a, "pool-connected"), 10)
+        expect(env.qom(a, "pool-limit") <= NEW_LIMIT, "A's pool-limit <= %d"
+               % NEW_LIMIT)
+        env.virsh("destroy", a)
+        p = wait_for("all budget back", lambda: (lambda s: int(s[0]["charged"]) == 0
+                                                 and s[0])(env.daemon_status()), 10)
+        expect(int(p["charged"]) == 0, "no VM left: nothing charged")
+    finally:
+        poller.stop.set()
+        poller.join()
+    for k in VMS:
+        bad = consoles[k].bad()
+        expect(not bad, "VM %s: no BUG/Oops/WARNING on the console %s" % (k, bad[:3]))
+    log("budget samples: %d (%d failed while VMs stopped), max sum of "
+        "memory-held %.1f MiB, max vtmemd charge %.1f MiB, pool %d MiB "
+        "(+ %d B metadata per store)" % (
+            poller.samples, poller.errors, poller.max_held_sum / MiB,
+            poller.max_charged / MiB, POOL_LIMIT >> 20, baseline))
+    expect(poller.samples > 20, "budget polled during the run")
+    expect(not poller.violations, "global budget never exceeded %s"
+           % poller.violations[:3])
+    log("RESULT workloads %.1f s, re-register %.2f s, max held sum %d, "
+        "pool %d" % (t_main, reregister_s, poller.max_held_sum, POOL_LIMIT))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--qemu", default=os.environ.get(
+        "VTMEM_QEMU", os.environ.get("VTMEM_QEMU_DEFAULT")))
+    ap.add_argument("--ko", default=os.environ.get("VTMEM_KO"))
+    ap.add_argument("--setup", default=os.environ.get(
+        "VTMEM_SETUP", os.path.join(HERE, "..", "..", "guest-driver", "vtmem-setup")))
+    ap.add_argument("--swapverify", default=os.environ.get("VTMEM_SWAPVERIFY"))
+    ap.add_argument("--vtmemd", default=os.environ.get("VTMEMD"))
+    ap.add_argument("--vtmemctl", default=os.environ.get("VTMEMCTL"))
+    ap.add_argument("--workdir", default=os.environ.get("VTMEM_LIBVIRT_WORKDIR"))
+    ap.add_argument("--passes", type=int, default=int(os.environ.get(
+        "VTMEM_LIBVIRT_PASSES", "3")))
+    ap.add_argument("--timeout", type=int, default=300,
+                    help="seconds for the workloads")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir")
+    args = ap.parse_args()
+
+    if os.geteuid() != 0:
+        print("SKIP: needs root (runs libvirtd as an unprivileged user)")
+        return 77
+    for what in ("qemu", "ko", "setup", "swapverify", "vtmemd", "vtmemctl"):
+        p = getattr(args, what)
+        if not p or not os.path.exists(p):
+            print("SKIP: %s not found (%s)" % (what, p))
+            return 77
+    for tool in ("libvirtd", "virsh", "tini", "setpriv", "cpio", "busybox"):
+        if not shutil.which(tool):
+            print("SKIP: %s not installed" % tool)
+            return 77
+    user = os.environ.get("VTMEM_LIBVIRT_USER", "vtmem-e2e")
+    for u in (user, "libvirt-qemu"):  # libvirtd wants libvirt-qemu to exist
+        try:
+            pwd.getpwnam(u)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                            "/usr/sbin/nologin", u], check=True)
+
+    if args.workdir:
+        shutil.rmtree(args.workdir, ignore_errors=True)
+        os.makedirs(args.workdir)
+        workdir = os.path.realpath(args.workdir)
+    else:
+        workdir = tempfile.mkdtemp(prefix="vtmem-lv-")
+    # meson's timeout sends SIGTERM: clean up like on any failure.
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
+    t0 = time.time()
+    env = Env(args, workdir)
+    ok = False
+    try:
+        test(args, env, t0)
+        ok = True
+    except (Fail, e2e.Fail, subprocess.TimeoutExpired) as e:
+        print("FAIL: %s (work dir %s)" % (e, workdir))
+        for k in VMS:
+            tail = Console(os.path.join(workdir, "vm", k + "-console.log")).read()
+            print("--- console %s (tail)\n%s" % (k, "\n".join(tail.splitlines()[-15:])))
+    finally:
+        env.cleanup()
+        left = env.qemu_pids()
+        if left:
+            print("FAIL: QEMU processes left: %s" % left)
+            ok = False
+    log("%s in %.1f s" % ("PASS" if ok else "FAIL", time.time() - t0))
+    if ok and not args.keep and not args.workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
