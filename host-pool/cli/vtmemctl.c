@@ -409,6 +409,19 @@ static bool qom_get_u64(virDomainPtr dom, const char *path, const char *prop, ui
     return false;
 }
 
+static bool qom_get_bool(virDomainPtr dom, const char *path, const char *prop, bool *out)
+{
+    char *err = NULL;
+    g_autoptr(JsonNode) n = qom_get(dom, path, prop, &err);
+
+    g_free(err);
+    if (!n || !JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_BOOLEAN) {
+        return false;
+    }
+    *out = json_node_get_boolean(n);
+    return true;
+}
+
 static int qom_set_limit(virDomainPtr dom, const char *name, const char *path, uint64_t limit)
 {
     JsonBuilder *b = qmp_begin("qom-set");
@@ -782,6 +795,11 @@ typedef struct DomStat {
     bool weight_from_daemon;
     uint64_t lease;
     bool has_lease;
+    /* the device's pool-limit (enforced limit) and pool-connected; absent
+     * on devices built before the pool property
+     */
+    uint64_t pool_limit;
+    bool has_pool_limit, pool_connected, has_pool_connected;
 } DomStat;
 
 static int cmd_status(int argc, char **argv)
@@ -857,6 +875,9 @@ static int cmd_status(int argc, char **argv)
             qom_get_u64(doms[i], s.path, "compressed-bytes", &s.compressed);
             qom_get_u64(doms[i], s.path, "refusals", &s.refusals);
             qom_get_u64(doms[i], s.path, "same-filled-pages", &s.same);
+            s.has_pool_limit = qom_get_u64(doms[i], s.path, "pool-limit", &s.pool_limit);
+            s.has_pool_connected = qom_get_bool(doms[i], s.path, "pool-connected",
+                                                &s.pool_connected);
             g_autofree char *key = g_ascii_strdown(s.uuid, -1);
             vm = g_hash_table_lookup(vms, key);
             meta_read(doms[i], VIR_DOMAIN_AFFECT_LIVE, &m);
@@ -935,6 +956,14 @@ static int cmd_status(int argc, char **argv)
             if (s->has_lease) {
                 json_builder_set_member_name(b, "lease");
                 json_builder_add_int_value(b, (gint64)s->lease);
+            }
+            if (s->has_pool_limit) {
+                json_builder_set_member_name(b, "pool_limit");
+                json_builder_add_int_value(b, (gint64)s->pool_limit);
+            }
+            if (s->has_pool_connected) {
+                json_builder_set_member_name(b, "pool_connected");
+                json_builder_add_boolean_value(b, s->pool_connected);
             }
             json_builder_end_object(b);
         }
