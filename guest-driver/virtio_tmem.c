@@ -149,6 +149,11 @@ struct vtmem {
 static struct vtmem *vtmem_dev;
 static int vtmem_major;
 
+static bool sync_io = true;
+module_param(sync_io, bool, 0444);
+MODULE_PARM_DESC(sync_io,
+		 "Provide rw_page (SWP_SYNCHRONOUS_IO: swap-in frees the slot at once); 0: swap cache with readahead");
+
 static unsigned int poll_spins;
 module_param(poll_spins, uint, 0644);
 MODULE_PARM_DESC(poll_spins,
@@ -1007,6 +1012,18 @@ static const struct block_device_operations vtmem_fops = {
 	.swap_slot_free_notify = vtmem_slot_free_notify,
 };
 
+/*
+ * Without rw_page the swap device is not SWP_SYNCHRONOUS_IO: swap-in goes
+ * through the swap cache with readahead and keeps the slot (and the host
+ * copy) while the page stays clean, so re-evicting it needs no PUT.
+ */
+static const struct block_device_operations vtmem_fops_cached = {
+	.owner = THIS_MODULE,
+	.open = vtmem_open,
+	.submit_bio = vtmem_submit_bio,
+	.swap_slot_free_notify = vtmem_slot_free_notify,
+};
+
 /* ---- host attach / detach ---- */
 
 /* The device is gone: its pages are unreadable, nothing to invalidate. */
@@ -1442,7 +1459,7 @@ static int __init vtmem_init(void)
 	disk->first_minor = 0;
 	disk->minors = 1;
 	disk->flags |= GENHD_FL_NO_PART;
-	disk->fops = &vtmem_fops;
+	disk->fops = sync_io ? &vtmem_fops : &vtmem_fops_cached;
 	disk->private_data = vt;
 	snprintf(disk->disk_name, DISK_NAME_LEN, "vtmem0");
 	set_capacity(disk, 0);

@@ -723,6 +723,10 @@ setup -b /dev/vda -s 1G
 workload vtmem %(mib)s 21 96M
 stat_dump vtmem
 vtmem-setup -r stop
+setup -o sync_io=0 -b /dev/vda -s 1G
+workload vtmem-cached %(mib)s 21 96M
+stat_dump vtmem-cached
+vtmem-setup -r stop
 mkswap /dev/vdb >/dev/null && swapon /dev/vdb
 workload disk %(mib)s 21 96M
 stat_dump disk
@@ -730,7 +734,7 @@ swapoff /dev/vdb
 """ % {"mib": os.environ.get("VTMEM_BENCH_MIB", "512")}
 
     def check(self, run):
-        for tag in ("vtmem", "disk"):
+        for tag in ("vtmem", "vtmem-cached", "disk"):
             r = result_ok(run, tag)
             log("BENCH %s: write %.2f s, verify %.2f s, total %.2f s"
                 % (tag, r["write_ms"] / 1e3, r["verify_ms"] / 1e3,
