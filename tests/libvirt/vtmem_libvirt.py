@@ -659,7 +659,9 @@ def main():
     else:
         workdir = tempfile.mkdtemp(prefix="vtmem-lv-")
     # meson's timeout sends SIGTERM: clean up like on any failure.
-    signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
+    def on_term(*_):
+        raise Fail("terminated (SIGTERM, e.g. meson's timeout)")
+    signal.signal(signal.SIGTERM, on_term)
     t0 = time.time()
     env = Env(args, workdir)
     ok = False
