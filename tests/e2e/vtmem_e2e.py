@@ -40,6 +40,8 @@ VIRTIO_MODS = ["virtio", "virtio_ring", "virtio_pci_modern_dev",
 BAD_CONSOLE = re.compile(r"BUG:|Oops|WARNING:|KASAN|UBSAN|Kernel panic|"
                          r"general protection fault|list_del corruption|"
                          r"soft lockup|hung_task|INFO: task .* blocked")
+QEMU_BAD = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|"
+                      r"runtime error:|Assertion .* failed|core dumped")
 TM = "/machine/peripheral/tm0"
 # Swapped-out pages of processes that outlive a workload (init's shell).
 RESIDUE = 64
@@ -298,9 +300,11 @@ class Guest:
         self.console = open(os.path.join(workdir, "console.log"), "w")
         self.lines = queue.Queue()
         self.start = time.time()
+        self.stderr_path = os.path.join(workdir, "qemu-stderr.log")
+        self.stderr = open(self.stderr_path, "w")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=self.stderr)
         self.reader = threading.Thread(target=self._reader, daemon=True)
         self.reader.start()
         try:
@@ -311,6 +315,7 @@ class Guest:
             self.proc.wait()
             time.sleep(0.2)
             self.console.close()
+            self.stderr.close()
             raise
         self.bad = []
 
@@ -344,6 +349,12 @@ class Guest:
             self.proc.kill()
         self.proc.wait()
         self.console.close()
+        self.stderr.close()
+
+    def qemu_errors(self):
+        """Sanitizer reports or assertion failures of QEMU itself."""
+        with open(self.stderr_path, errors="replace") as f:
+            return [l.rstrip() for l in f if QEMU_BAD.search(l)]
 
 
 class Run:
@@ -885,17 +896,20 @@ def main():
         accel = pick_accel(args, workdir, vmlinuz, base)
         run, g, elapsed = run_guest(args, workdir, vmlinuz, base, scn, accel)
         expect(not g.bad, "no BUG/Oops/WARNING on the console %s" % g.bad[:3])
+        expect(not g.qemu_errors(), "no QEMU sanitizer/assertion report %s"
+               % g.qemu_errors()[:3])
         expect(not run.fails, "guest script reported no failure %s" % run.fails)
         scn.check(run)
     except Fail as e:
         print("FAIL: %s: %s (console: %s)" % (scn.name, e,
                                               os.path.join(workdir, "console.log")))
-        try:
-            with open(os.path.join(workdir, "console.log")) as f:
-                tail = f.readlines()[-40:]
-            sys.stdout.write("".join(tail))
-        except OSError:
-            pass
+        for name, n in (("console.log", 40), ("qemu-stderr.log", 10)):
+            try:
+                with open(os.path.join(workdir, name), errors="replace") as f:
+                    tail = f.readlines()[-n:]
+                sys.stdout.write("--- %s:\n%s" % (name, "".join(tail)))
+            except OSError:
+                pass
         return 1
     log("PASS %s in %.1f s (guest %.1f s, accel %s)"
         % (scn.name, time.time() - t0, elapsed, accel))
