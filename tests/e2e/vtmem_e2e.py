@@ -692,10 +692,23 @@ class Unplug(Scenario):
     name = "unplug"
     tm = "limit=256M"
     allow_io_errors = True
-    script = ("sync_host boot\nsetup -b /dev/vda -s 512M\n" +
-              "workload main 128 9 64M sync\nstat_dump end\n"
-              "workload again 96 10 48M\nstat_dump end2\nvtmem-setup -r stop\n"
-              "echo VTMEM-MARK unloaded\n")
+    script = r"""
+sync_host boot
+setup -b /dev/vda -s 512M
+workload main 128 9 64M sync
+stat_dump end
+workload again 96 10 48M
+stat_dump end2
+sync_host replug
+i=0
+while [ $i -lt 100 ] && ! grep -q "^attached 1" /sys/block/vtmem0/vtmem/host; do
+	sleep 0.1; i=$((i + 1))
+done
+workload third 96 12 48M
+stat_dump end3
+vtmem-setup -r stop
+echo VTMEM-MARK unloaded
+"""
 
     def on_sync(self, g, run, name):
         if name == "written":
@@ -708,6 +721,10 @@ class Unplug(Scenario):
                 g.qmp.cmd("query-status")
                 time.sleep(0.2)
             return "go"
+        if name == "replug":
+            g.qmp.cmd("device_add", driver="virtio-tmem-pci", id="tm0",
+                      limit=256 << 20)
+            return "go"
         return super().on_sync(g, run, name)
 
     def check(self, run):
@@ -718,6 +735,12 @@ class Unplug(Scenario):
                "first workload: no wrong data (%s)" % r)
         result_ok(run, "again")
         expect(run.st("end2", "pages_host") == 0, "new pages go to disk")
+        result_ok(run, "third")
+        expect(run.st("end3", "host_attached") == 1, "re-plugged device attached")
+        expect(run.st("end3", "host_puts") > run.st("end2", "host_puts"),
+               "pages go to the host again after re-plug")
+        expect(run.st("end3", "failed_reads") == run.st("end2", "failed_reads"),
+               "no new failed reads after re-plug")
         expect("unloaded" in run.marks, "module unloaded after unplug")
 
 
