@@ -104,25 +104,17 @@ KO=/lib/vtmem/virtio_tmem.ko
 """
 
 
-def find_kernel():
-    gk = os.path.join(HERE, "guest-kernel.sh")
-    if os.environ.get("VTMEM_KVER"):
-        kver = os.environ["VTMEM_KVER"]
-    else:
-        # Prefer what is unpacked already (no registry access needed).
-        have = sorted((d[len("kernel-"):] for d in os.listdir(CACHE)
-                       if d.startswith("kernel-6.1.0-") and
-                       os.path.exists(os.path.join(CACHE, d, ".done")))
-                      if os.path.isdir(CACHE) else [],
-                      key=lambda v: int(v.split("-")[1]))
-        if have:
-            kver = have[-1]
-        else:
-            kver = subprocess.check_output(["sh", gk, "fetch"], text=True).strip()
+def find_kernel(ko):
+    """The kernel the module was built for (its vermagic), unpacked by
+    guest-kernel.sh under VTMEM_CACHE."""
+    kver = os.environ.get("VTMEM_KVER") or subprocess.check_output(
+        ["modinfo", "-F", "vermagic", ko], text=True).split()[0]
     root = os.path.join(CACHE, "kernel-" + kver)
     vmlinuz = os.path.join(root, "boot", "vmlinuz-" + kver)
-    if not os.path.exists(vmlinuz):
-        subprocess.check_call(["sh", gk, "fetch"], stdout=subprocess.DEVNULL)
+    if not os.path.exists(os.path.join(root, ".done")):
+        env = dict(os.environ, VTMEM_KVER=kver)
+        subprocess.check_call(["sh", os.path.join(HERE, "guest-kernel.sh"), "fetch"],
+                              stdout=subprocess.DEVNULL, env=env)
     return kver, root, vmlinuz
 
 
@@ -152,7 +144,7 @@ def mod_order(root, kver, names):
 
 
 def build_initramfs(args, workdir):
-    kver, root, vmlinuz = find_kernel()
+    kver, root, vmlinuz = find_kernel(args.ko)
     busybox = shutil.which("busybox") or "/bin/busybox"
     st = os.path.join(workdir, "initramfs-root")
     shutil.rmtree(st, ignore_errors=True)
