@@ -64,7 +64,6 @@ enum vt_state {
 #define VT_HOST_LOST	1UL
 
 #define VT_SECTORS_PER_PAGE	(PAGE_SIZE >> SECTOR_SHIFT)
-#define VT_PEND_MAX	4096
 #define VT_REQ_POOL	16
 #define VT_FULL_BACKOFF	(HZ / 20)
 
@@ -129,6 +128,7 @@ struct vtmem {
 	spinlock_t pend_lock;		/* pend, pend_nr, pend_overflow */
 	unsigned long *pend;
 	unsigned int pend_nr;
+	unsigned int pend_cap;
 	bool pend_overflow;
 	struct work_struct inv_work;
 	unsigned long *inv_cand;	/* inv worker only */
@@ -153,6 +153,11 @@ static bool sync_io = true;
 module_param(sync_io, bool, 0444);
 MODULE_PARM_DESC(sync_io,
 		 "Provide rw_page (SWP_SYNCHRONOUS_IO: swap-in frees the slot at once); 0: swap cache with readahead");
+
+static unsigned int pend_max = 4096;
+module_param(pend_max, uint, 0444);
+MODULE_PARM_DESC(pend_max,
+		 "Freed host slots queued for invalidation before falling back to a table scan");
 
 static unsigned int poll_spins;
 module_param(poll_spins, uint, 0644);
@@ -487,7 +492,7 @@ static void vt_queue_inv(struct vtmem *vt, u64 index)
 	unsigned long flags;
 
 	spin_lock_irqsave(&vt->pend_lock, flags);
-	if (vt->pend_nr < VT_PEND_MAX)
+	if (vt->pend_nr < vt->pend_cap)
 		vt->pend[vt->pend_nr++] = index;
 	else
 		vt->pend_overflow = true;
@@ -1434,7 +1439,8 @@ static int __init vtmem_init(void)
 	spin_lock_init(&vt->host.lock);
 	init_waitqueue_head(&vt->host.space_wq);
 
-	vt->pend = kcalloc(VT_PEND_MAX, sizeof(*vt->pend), GFP_KERNEL);
+	vt->pend_cap = clamp(pend_max, 1U, 1U << 20);
+	vt->pend = kcalloc(vt->pend_cap, sizeof(*vt->pend), GFP_KERNEL);
 	vt->inv_cand = kcalloc(VIRTIO_TMEM_MAX_BATCH, sizeof(*vt->inv_cand),
 			       GFP_KERNEL);
 	vt->inv_batch = kcalloc(VIRTIO_TMEM_MAX_BATCH, sizeof(*vt->inv_batch),

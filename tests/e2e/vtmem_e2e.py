@@ -772,7 +772,8 @@ class Churn(Scenario):
     (invalidate/PUT ordering), part on the host, part on the disk."""
     name = "churn"
     tm = "limit=24M"
-    script = ("sync_host boot\nsetup -b /dev/vda -s 512M\n"
+    # A tiny pending array: the overflow path (table scan) is used too.
+    script = ("sync_host boot\nsetup -o pend_max=16 -b /dev/vda -s 512M\n"
               "workload a 48 41 56M passes=3 &\n"
               "workload b 48 42 56M passes=3 &\n"
               "workload c 48 43 56M passes=3 &\n"
@@ -793,6 +794,8 @@ class Churn(Scenario):
         expect(all(run.results[t]["rc"] == 0 for t in "abc"), "all exited 0")
         expect(run.st("end", "host_puts") > 0 and
                run.st("end", "disk_writes") > 0, "host and disk both used")
+        expect(run.st("end", "invalidate_overflows") > 0,
+               "pending array overflowed, table scans done")
         expect(run.st("end", "notify_free") > 0 and
                run.st("end", "invalidated_slots") > 0, "slots freed and invalidated")
         expect(run.st("end", "failed_reads") == 0 and
