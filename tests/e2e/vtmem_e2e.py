@@ -480,7 +480,8 @@ class Fits(Scenario):
     def on_sync(self, g, run, name):
         if name == "after-exit":
             # Pages of processes that still live (init's shell) may stay.
-            run.host[name] = wait_host(g, lambda s: s["stored-pages"] <= RESIDUE)
+            want = run.st("after-exit", "pages_host")
+            run.host[name] = wait_host(g, lambda s: s["stored-pages"] == want)
         elif name == "after-stop":
             run.host[name] = wait_host(g, lambda s: s["stored-pages"] == 0)
         elif name in ("dd-written", "discarded"):
@@ -504,6 +505,9 @@ class Fits(Scenario):
                "invalidations sent")
         expect(run.host["after-exit"]["stored-pages"] <= RESIDUE,
                "host usage back to ~0 after exit (%s)" % run.host["after-exit"])
+        expect(run.host["after-exit"]["stored-pages"] ==
+               run.st("after-exit", "pages_host"),
+               "host and guest agree on the pages held (no leak)")
         expect(run.host["after-stop"]["stored-pages"] == 0 and
                run.host["after-stop"]["compressed-bytes"] == 0,
                "host empty after swapoff (%s)" % run.host["after-stop"])
@@ -782,8 +786,8 @@ class Churn(Scenario):
 
     def on_sync(self, g, run, name):
         if name in ("end", "stopped"):
-            run.host[name] = wait_host(
-                g, lambda s: s["stored-pages"] <= (RESIDUE if name == "end" else 0))
+            want = run.st("end", "pages_host") if name == "end" else 0
+            run.host[name] = wait_host(g, lambda s: s["stored-pages"] == want)
         return super().on_sync(g, run, name)
 
     def check(self, run):
@@ -803,6 +807,8 @@ class Churn(Scenario):
                run.st("end", "host_errors") == 0, "no failed I/O, no host errors")
         expect(run.host["end"]["stored-pages"] <= RESIDUE,
                "host usage back to ~0 (%s)" % run.host["end"])
+        expect(run.host["end"]["stored-pages"] == run.st("end", "pages_host"),
+               "host and guest agree on the pages held (no leak)")
         expect(run.host["stopped"]["stored-pages"] == 0, "host empty after stop")
 
 
