@@ -1053,9 +1053,9 @@ static void vt_host_lost(struct vtmem *vt)
 	up_read(&vt->init_lock);
 }
 
-static int vtmem_probe(struct virtio_device *vdev)
+/* Set up the queue and start using the device. Caller holds host_mutex. */
+static int vt_host_start(struct vtmem *vt, struct virtio_device *vdev)
 {
-	struct vtmem *vt = vtmem_dev;
 	struct vtmem_host *h = &vt->host;
 	struct virtqueue *vq;
 	u32 page_size, max_batch;
@@ -1063,10 +1063,6 @@ static int vtmem_probe(struct virtio_device *vdev)
 	unsigned long flags;
 	int ret;
 
-	if (!vdev->config->get) {
-		dev_err(&vdev->dev, "config access disabled\n");
-		return -EINVAL;
-	}
 	virtio_cread_le(vdev, struct virtio_tmem_config, page_size, &page_size);
 	virtio_cread_le(vdev, struct virtio_tmem_config, max_batch, &max_batch);
 	virtio_cread_le(vdev, struct virtio_tmem_config, nr_slots, &nr_slots);
@@ -1074,18 +1070,9 @@ static int vtmem_probe(struct virtio_device *vdev)
 		dev_err(&vdev->dev, "unsupported page size %u\n", page_size);
 		return -EINVAL;
 	}
-
-	mutex_lock(&vt->host_mutex);
-	if (h->vdev) {
-		dev_warn(&vdev->dev, "a virtio-tmem device is already attached\n");
-		ret = -EBUSY;
-		goto out;
-	}
 	vq = virtio_find_single_vq(vdev, vtmem_vq_done, "requests");
-	if (IS_ERR(vq)) {
-		ret = PTR_ERR(vq);
-		goto out;
-	}
+	if (IS_ERR(vq))
+		return PTR_ERR(vq);
 	vdev->priv = vt;
 	h->vdev = vdev;
 	h->vq = vq;
@@ -1100,24 +1087,21 @@ static int vtmem_probe(struct virtio_device *vdev)
 	ret = vt_host_call(vt, VIRTIO_TMEM_T_INVALIDATE_ALL, 0, 0, NULL, false);
 	if (ret)
 		dev_warn(&vdev->dev, "INVALIDATE_ALL failed: %d\n", ret);
-	ret = 0;
-	dev_info(&vdev->dev, "attached to %s: %llu host slots\n",
-		 vt->disk->disk_name, nr_slots);
-out:
-	mutex_unlock(&vt->host_mutex);
-	return ret;
+	return 0;
 }
 
-static void vtmem_remove(struct virtio_device *vdev)
+/*
+ * Stop using the device: drop its pages, reset it, fail what is in
+ * flight, free the queue. Pages it held become unreadable. Caller holds
+ * host_mutex.
+ */
+static void vt_host_stop(struct vtmem *vt, struct virtio_device *vdev)
 {
-	struct vtmem *vt = vdev->priv;
 	struct vtmem_host *h = &vt->host;
 	struct vtmem_req *req;
 	unsigned long flags;
 
-	mutex_lock(&vt->host_mutex);
 	vt_host_call(vt, VIRTIO_TMEM_T_INVALIDATE_ALL, 0, 0, NULL, false);
-
 	spin_lock_irqsave(&h->lock, flags);
 	h->ready = false;
 	spin_unlock_irqrestore(&h->lock, flags);
@@ -1130,13 +1114,77 @@ static void vtmem_remove(struct virtio_device *vdev)
 	spin_unlock_irqrestore(&h->lock, flags);
 	wake_up_all(&h->space_wq);
 	vdev->config->del_vqs(vdev);
-	h->vdev = NULL;
 	h->vq = NULL;
 	h->nr_slots = 0;
 	vt_host_lost(vt);
+}
+
+static int vtmem_probe(struct virtio_device *vdev)
+{
+	struct vtmem *vt = vtmem_dev;
+	int ret;
+
+	if (!vdev->config->get) {
+		dev_err(&vdev->dev, "config access disabled\n");
+		return -EINVAL;
+	}
+	mutex_lock(&vt->host_mutex);
+	if (vt->host.vdev) {
+		dev_warn(&vdev->dev, "a virtio-tmem device is already attached\n");
+		ret = -EBUSY;
+	} else {
+		ret = vt_host_start(vt, vdev);
+	}
+	mutex_unlock(&vt->host_mutex);
+	if (!ret)
+		dev_info(&vdev->dev, "attached to %s: %llu host slots\n",
+			 vt->disk->disk_name, vt->host.nr_slots);
+	return ret;
+}
+
+static void vtmem_remove(struct virtio_device *vdev)
+{
+	struct vtmem *vt = vdev->priv;
+
+	mutex_lock(&vt->host_mutex);
+	vt_host_stop(vt, vdev);
+	vt->host.vdev = NULL;
 	mutex_unlock(&vt->host_mutex);
 	dev_info(&vdev->dev, "detached\n");
 }
+
+#ifdef CONFIG_PM_SLEEP
+/*
+ * The device is reset on resume and then holds nothing: refuse to suspend
+ * while it holds pages (they would be lost); swapoff first.
+ */
+static int vtmem_freeze(struct virtio_device *vdev)
+{
+	struct vtmem *vt = vdev->priv;
+	s64 n = atomic64_read(&vt->stats.pages_host);
+
+	if (n > 0) {
+		dev_warn(&vdev->dev, "%lld pages on the host: not suspending (swapoff first)\n",
+			 n);
+		return -EBUSY;
+	}
+	mutex_lock(&vt->host_mutex);
+	vt_host_stop(vt, vdev);
+	mutex_unlock(&vt->host_mutex);
+	return 0;
+}
+
+static int vtmem_restore(struct virtio_device *vdev)
+{
+	struct vtmem *vt = vdev->priv;
+	int ret;
+
+	mutex_lock(&vt->host_mutex);
+	ret = vt_host_start(vt, vdev);
+	mutex_unlock(&vt->host_mutex);
+	return ret;
+}
+#endif
 
 static const struct virtio_device_id vtmem_id_table[] = {
 	{ VIRTIO_ID_TMEM, VIRTIO_DEV_ANY_ID },
@@ -1149,6 +1197,10 @@ static struct virtio_driver vtmem_virtio_driver = {
 	.id_table = vtmem_id_table,
 	.probe = vtmem_probe,
 	.remove = vtmem_remove,
+#ifdef CONFIG_PM_SLEEP
+	.freeze = vtmem_freeze,
+	.restore = vtmem_restore,
+#endif
 };
 
 /* ---- setup and sysfs ---- */

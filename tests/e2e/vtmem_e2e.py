@@ -5,7 +5,7 @@ virtio-tmem device, swap through /dev/vtmem0, verify data and statistics.
 
 Usage: vtmem_e2e.py [options] SCENARIO
 Scenarios: fits small-limit limit-change nodisk-full nodevice cycle-reboot
-           thp unplug churn bench (bench is a measurement, not a test)
+           thp unplug churn suspend bench (bench is a measurement, not a test)
 
 Paths come from options or the environment:
   --qemu / VTMEM_QEMU          our qemu-system-x86_64
@@ -89,7 +89,7 @@ workload() {
 	echo +memory > /sys/fs/cgroup/cgroup.subtree_control
 	echo "$max" > /sys/fs/cgroup/w/memory.max
 	echo "VTMEM-MARK workload $tag start"
-	VTMEM_STATS_CMD="/bin/sh -c '. /lib/vtmem/lib.sh; stat_dump $tag-written'" \
+	VTMEM_STATS_CMD="/bin/sh -c '. /lib/vtmem/lib.sh; stat_dump $tag-written; ${VTMEM_HOOK:-}'" \
 		sh -c 'echo $$ > /sys/fs/cgroup/w/cgroup.procs && exec /bin/swapverify "$@"' \
 		sv "$mib" "$seed" "$@"
 	rc=$?
@@ -812,14 +812,68 @@ class Churn(Scenario):
         expect(run.host["stopped"]["stored-pages"] == 0, "host empty after stop")
 
 
+class Suspend(Scenario):
+    """S3 suspend/resume: refused while the host holds pages (a resumed
+    device holds nothing); after swapoff it suspends, resumes and swaps to
+    the host again."""
+    name = "suspend"
+    tm = "limit=256M"
+    extra = ["-global", "PIIX4_PM.disable_s3=0"]
+    script = r"""
+sync_host boot
+setup -b /dev/vda -s 256M
+VTMEM_HOOK='if echo mem > /sys/power/state; then echo VTMEM-MARK suspended-with-host-pages; else echo VTMEM-MARK suspend-refused; fi'
+export VTMEM_HOOK
+workload one 96 13 48M sync
+unset VTMEM_HOOK
+stat_dump one
+vtmem-setup stop
+if echo mem > /sys/power/state; then echo VTMEM-MARK resumed; else echo VTMEM-FAIL suspend without host pages; fi
+stat_dump resumed
+setup -b /dev/vda -s 256M
+workload two 96 14 48M sync
+stat_dump two
+vtmem-setup -r stop
+"""
+
+    def on_sync(self, g, run, name):
+        if name == "boot":
+            self.stop = threading.Event()
+            self.wakeups = 0
+
+            def waker():
+                while not self.stop.wait(0.3):
+                    if g.qmp.cmd("query-status")["status"] == "suspended":
+                        g.qmp.cmd("system_wakeup")
+                        self.wakeups += 1
+            threading.Thread(target=waker, daemon=True).start()
+        if name == "written":
+            run.host.setdefault("written", []).append(g.qmp.host_stats())
+            return "go"
+        return super().on_sync(g, run, name)
+
+    def check(self, run):
+        self.stop.set()
+        expect("suspend-refused" in run.marks, "suspend refused with pages on the host")
+        result_ok(run, "one")
+        expect("resumed" in run.marks and self.wakeups >= 1,
+               "suspended and resumed after swapoff (%d wakeups)" % self.wakeups)
+        expect(run.st("resumed", "host_attached") == 1, "device attached after resume")
+        result_ok(run, "two")
+        expect(run.host["written"][-1]["stored-pages"] > 0,
+               "host holds pages again after resume")
+        expect(run.st("two", "failed_reads") == 0 and
+               run.st("two", "failed_writes") == 0, "no failed I/O")
+
+
 class Probe(Scenario):
     name = "probe"
     script = "sync_host boot\n"
 
 
 SCENARIOS = {c.name: c for c in [Fits, SmallLimit, LimitChange, NoDiskFull,
-                                 NoDevice, CycleReboot, Thp, Unplug, Churn, Bench,
-                                 Probe]}
+                                 NoDevice, CycleReboot, Thp, Unplug, Churn, Suspend,
+                                 Bench, Probe]}
 
 
 def run_guest(args, workdir, vmlinuz, base, scn, accel, boot_timeout=None):
@@ -830,7 +884,7 @@ def run_guest(args, workdir, vmlinuz, base, scn, accel, boot_timeout=None):
     if isinstance(scn, Bench):
         disks.append((os.path.join(workdir, "swapdisk.img"), 1024))
     g = Guest(args, workdir, vmlinuz, initrd, tm=scn.tm, disks=disks,
-              reboot=scn.reboot, accel=accel)
+              reboot=scn.reboot, accel=accel, extra=getattr(scn, "extra", ()))
     log("qemu: " + " ".join(g.cmd))
     run = Run()
     done = False
