@@ -393,6 +393,7 @@ typedef enum {
     POOL_NONE,              /* standalone (no "pool" property) */
     POOL_UNREACHABLE,       /* "pool" names a socket nobody listens on */
     POOL_DAEMON,            /* a real vtmemd ($VTMEM_QTEST_VTMEMD) */
+    POOL_LATE,              /* the same, started by the test after QEMU */
 } PoolKind;
 
 typedef struct TestArg {
@@ -476,6 +477,7 @@ static void pool_before(GString *cmd_line, TestArg *ta)
                         "/nonexistent-vtmem-dir/vtmemd.sock ");
         break;
     case POOL_DAEMON:
+    case POOL_LATE:
         if (!getenv("VTMEM_QTEST_VTMEMD")) {
             break;          /* the test skips */
         }
@@ -483,7 +485,9 @@ static void pool_before(GString *cmd_line, TestArg *ta)
         vtmemd.dir = g_dir_make_tmp("vtmem-qtest-XXXXXX", NULL);
         g_assert_nonnull(vtmemd.dir);
         vtmemd.sock = g_build_filename(vtmemd.dir, "vtmemd.sock", NULL);
-        vtmemd_start();
+        if (ta->kind == POOL_DAEMON) {
+            vtmemd_start();
+        }
         g_string_append_printf(cmd_line, " -name qtest-vtmem -uuid %s"
                                " -global virtio-tmem-device.pool=%s ",
                                POOL_UUID, vtmemd.sock);
@@ -1257,6 +1261,37 @@ static void test_pool_daemon(void *obj, void *data, QGuestAllocator *alloc)
     vtmemd_cleanup();
 }
 
+/* vtmemd started after the VM: standalone first, then the pool's share */
+static void test_pool_late(void *obj, void *data, QGuestAllocator *alloc)
+{
+    uint8_t *pages[8];
+    int i;
+    Tm t;
+
+    if (!getenv("VTMEM_QTEST_VTMEMD")) {
+        g_test_skip("VTMEM_QTEST_VTMEMD (path of vtmemd) not set");
+        return;
+    }
+    tm_start(&t, obj, alloc);
+    g_assert_false(qom_get_bool(&t, DEV_PATH, "pool-connected"));
+    g_assert_cmpuint(qom_get_u64(&t, DEV_PATH, "pool-limit"), ==, 256 * MiB);
+    for (i = 0; i < 8; i++) {
+        pages[i] = make_page(4000 + i);
+        g_assert_cmpuint(tm_put(&t, i, pages[i]), ==, VIRTIO_TMEM_S_OK);
+    }
+    vtmemd_start();
+    g_assert_true(wait_bool(&t, "pool-connected", true));
+    /* the daemon lowers the standalone limit to its share */
+    g_assert_true(wait_u64(&t, "pool-limit", POOL_LIMIT));
+    g_assert_cmpuint(qvirtio_config_readq(t.dev, CFG_LIMIT), ==, POOL_LIMIT);
+    for (i = 0; i < 8; i++) {
+        assert_slot(&t, i, pages[i]);
+    }
+    free_pages(pages, 8);
+    tm_stop(&t);
+    vtmemd_cleanup();
+}
+
 #define PCI_SLOT_HP 0x06
 
 /* Hot-plug and unplug a second device (realize, unrealize, store freed) */
@@ -1310,6 +1345,7 @@ static const struct {
       .iothread = true },
     { "pool-bad-path", test_pool_bad_path },
     { "pool-daemon", test_pool_daemon, NULL, POOL_DAEMON, .iothread = true },
+    { "pool-late", test_pool_late, NULL, POOL_LATE },
 };
 
 /* The arguments of the tests: [iothread][test] */
