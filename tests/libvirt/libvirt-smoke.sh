@@ -144,6 +144,8 @@ else
 	check "status lists the domain" 0 "vtmem-e2e" -- "$vtmemctl" --connect "$uri" status
 	"$vtmemctl" --connect "$uri" status | sed 's/^/    | /'
 	"$vtmemctl" --connect "$uri" status --json | sed 's/^/    | /' 
+	check "status --json shows the pool state" 0 '"pool_connected" : false' -- \
+		"$vtmemctl" --connect "$uri" status --json
 	check "apply" 0 "limit 67108864" -- "$vtmemctl" --connect "$uri" apply vtmem-e2e
 	check "set-limit live" 0 "limit 512.0 MiB (live and persisted)" -- \
 		"$vtmemctl" --connect "$uri" set-limit vtmem-e2e 512M
