@@ -7,7 +7,7 @@ set -eu
 pkgs_build="meson ninja-build pkg-config gcc libglib2.0-dev liblz4-dev libjson-glib-dev libvirt-dev"
 pkgs_test="valgrind"
 pkgs_qemu="dpkg-dev libpixman-1-dev libfdt-dev zlib1g-dev python3-venv seabios qemu-system-data ipxe-qemu ccache"
-pkgs_guest="busybox-static cpio kmod"
+pkgs_guest="busybox-static cpio kmod python3 gcc libc6-dev make"
 pkgs_bench=""
 pkgs_libvirt="libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev tini"
 

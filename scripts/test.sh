@@ -7,17 +7,18 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-scripts/deps.sh build test qemu guest
+scripts/deps.sh build test qemu guest libvirt
 
 # Warnings are errors here, as in CI.
 setup() {
 	dir=$1
 	shift
-	if [ -d "$dir/meson-private" ]; then
-		meson setup --reconfigure "$dir" "$@" >/dev/null
-	else
-		meson setup "$dir" "$@" >/dev/null
+	if [ -f "$dir/meson-private/coredata.dat" ]; then
+		set -- --reconfigure "$@"
 	fi
+	mkdir -p "$dir"
+	meson setup "$@" "$dir" >"$dir.setup.log" 2>&1 ||
+		{ tail -n 20 "$dir.setup.log"; exit 1; }
 }
 
 summary=""

@@ -1,0 +1,28 @@
+#!/bin/sh
+# The main job, from a fresh Debian 12 machine (run as root): build QEMU 7.2
+# with the virtio-tmem device and the guest driver, boot a guest with both,
+# make it swap a verified workload into the host pool, and show the pool.
+# Installs its own dependencies.
+# VTMEM_DEMO_MIB sets the workload size (default 384 MiB, in a 96 MiB cgroup).
+set -eu
+cd "$(dirname "$0")/.."
+
+scripts/deps.sh build qemu guest
+
+mkdir -p build
+if [ -f build/meson-private/coredata.dat ]; then
+	set -- --reconfigure
+fi
+meson setup "$@" build -Dqemu=true -Dguest=true >build/demo-setup.log 2>&1 ||
+	{ tail -n 20 build/demo-setup.log; exit 1; }
+echo "building QEMU with the device, the guest module and the workload" \
+	"(the first time takes a few minutes)"
+meson compile -C build >build/demo-compile.log 2>&1 ||
+	{ tail -n 40 build/demo-compile.log; exit 1; }
+
+VTMEM_QEMU=$PWD/build/qemu-device/qemu-system-x86_64 \
+VTMEM_KO=$PWD/build/guest-driver/virtio_tmem.ko \
+VTMEM_SETUP=$PWD/guest-driver/vtmem-setup \
+VTMEM_SWAPVERIFY=$PWD/build/tests/e2e/swapverify \
+VTMEM_E2E_WORKDIR=$PWD/build/demo \
+	exec python3 tests/e2e/vtmem_e2e.py demo
