@@ -362,7 +362,13 @@ static void virtio_tmem_get_config(VirtIODevice *vdev, uint8_t *config_data)
     stq_le_p(&config.nr_slots, s->nr_slots);
     stq_le_p(&config.limit, s->store_limit);
     stq_le_p(&config.usage, s->store ? vtmem_store_memory_held(s->store) : 0);
-    /* No shrinking yet: the target is the limit. */
+    /*
+     * VIRTIO_TMEM_F_SHRINK: shrink_target is the limit the store enforces;
+     * a driver that negotiated the feature moves pages away while usage
+     * is above it. Every change is notified (virtio_tmem_apply_limit(); the
+     * notification bumps the config generation, so the driver's two 32-bit
+     * reads of limit or shrink_target are never torn).
+     */
     stq_le_p(&config.shrink_target, s->store_limit);
     memcpy(config_data, &config, sizeof(config));
 }
@@ -370,7 +376,7 @@ static void virtio_tmem_get_config(VirtIODevice *vdev, uint8_t *config_data)
 static uint64_t virtio_tmem_get_features(VirtIODevice *vdev, uint64_t features,
                                          Error **errp)
 {
-    /* VIRTIO_TMEM_F_SHRINK is not offered yet. */
+    virtio_add_feature(&features, VIRTIO_TMEM_F_SHRINK);
     return features;
 }
 

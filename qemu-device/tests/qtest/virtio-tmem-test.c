@@ -117,7 +117,7 @@ static void tm_start(Tm *t, void *obj, QGuestAllocator *alloc)
     g_assert_cmpint(t->dev->device_type, ==, VIRTIO_ID_TMEM);
     features = qvirtio_get_features(t->dev);
     g_assert_true(features & (1ull << VIRTIO_F_VERSION_1));
-    g_assert_false(features & (1ull << VIRTIO_TMEM_F_SHRINK));
+    g_assert_true(features & (1ull << VIRTIO_TMEM_F_SHRINK));
     features &= ~(QVIRTIO_F_BAD_FEATURE | (1ull << VIRTIO_RING_F_EVENT_IDX));
     qvirtio_set_features(t->dev, features);
     t->vq = qvirtqueue_setup(t->dev, alloc, VIRTIO_TMEM_VQ_REQ);
