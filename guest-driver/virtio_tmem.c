@@ -33,6 +33,9 @@
 #include <linux/bio.h>
 #include <linux/bit_spinlock.h>
 #include <linux/bitmap.h>
+#include <linux/delay.h>
+#include <linux/ktime.h>
+#include <linux/ratelimit.h>
 #include <linux/highmem.h>
 #include <linux/mempool.h>
 #include <linux/pagemap.h>
@@ -56,12 +59,18 @@
 
 enum vt_state {
 	VT_EMPTY = 0,
-	VT_HOST = 1,	/* payload: VT_HOST_LOST when the device went away */
+	VT_HOST = 1,	/* payload: VT_HOST_LOST when the device went away,
+			 * else the PUT sequence number << 1 (age, for shrink) */
 	VT_SAME = 2,	/* payload: value, sign-extended from bit 57 */
 	VT_DISK = 3,	/* payload: block on the backing device */
 };
 
 #define VT_HOST_LOST	1UL
+#define VT_SEQ_MASK	(VT_PAYLOAD_MASK >> 1)
+
+/* Shrink: age histogram buckets, retry period while it cannot progress. */
+#define VT_AGE_BUCKETS		64
+#define VT_SHRINK_RETRY		HZ
 
 #define VT_SECTORS_PER_PAGE	(PAGE_SIZE >> SECTOR_SHIFT)
 #define VT_REQ_POOL	16
@@ -82,6 +91,7 @@ struct vtmem_host {
 	u64 nr_slots;
 	u32 max_batch;
 	unsigned long done_count;	/* completions seen, for space waits */
+	bool shrink_on;			/* VIRTIO_TMEM_F_SHRINK negotiated */
 	/* After a refusal, skip PUTs for a while or until a host page is freed. */
 	bool full;
 	unsigned long full_since;
@@ -108,6 +118,12 @@ struct vtmem_stats {
 	atomic64_t failed_reads;
 	atomic64_t failed_writes;
 	atomic64_t invalid_io;
+	atomic64_t shrink_runs;
+	atomic64_t shrink_pages;
+	atomic64_t shrink_failures;
+	atomic64_t shrink_stuck;	/* runs that could not reach the target */
+	atomic64_t shrink_target;	/* last target read (bytes) */
+	atomic64_t shrink_blocked;	/* 1: cannot shrink (no/full disk) */
 };
 
 struct vtmem {
@@ -141,6 +157,13 @@ struct vtmem {
 	struct workqueue_struct *wq;
 	mempool_t *req_pool;
 
+	/* Shrink worker (one instance; see vt_shrink_work()). */
+	struct delayed_work shrink_work;
+	atomic64_t put_seq;		/* PUT sequence: age of host pages */
+	struct page *shrink_page;	/* bounce page for GET -> disk */
+	unsigned long *shrink_cand;	/* shrink worker only */
+	__le64 *shrink_batch;		/* shrink worker only */
+
 	struct mutex host_mutex;	/* probe / remove */
 	struct vtmem_host host;
 	struct vtmem_stats stats;
@@ -158,6 +181,16 @@ static unsigned int pend_max = 4096;
 module_param(pend_max, uint, 0444);
 MODULE_PARM_DESC(pend_max,
 		 "Freed host slots queued for invalidation before falling back to a table scan");
+
+static unsigned int shrink_rate_mb = 64;
+module_param(shrink_rate_mb, uint, 0644);
+MODULE_PARM_DESC(shrink_rate_mb,
+		 "Most MiB/s moved from the host to the backing disk when the host asks for memory back (0: no limit; default 64)");
+
+static unsigned int shrink_batch = 64;
+module_param(shrink_batch, uint, 0644);
+MODULE_PARM_DESC(shrink_batch,
+		 "Pages moved per shrink batch (one INVALIDATE_BATCH each; 1..512, default 64)");
 
 static unsigned int poll_spins;
 module_param(poll_spins, uint, 0644);
@@ -505,7 +538,8 @@ static void vt_queue_inv(struct vtmem *vt, u64 index)
  * bit is still set. Slot selection, clearing INV and adding the request
  * happen under h->lock (see vt_host_put()).
  */
-static void vt_send_batch(struct vtmem *vt, unsigned long *cand, unsigned int n)
+static void vt_send_batch(struct vtmem *vt, unsigned long *cand, unsigned int n,
+			  __le64 *batch)
 {
 	struct vtmem_host *h = &vt->host;
 	struct vtmem_req *req;
@@ -527,7 +561,7 @@ static void vt_send_batch(struct vtmem *vt, unsigned long *cand, unsigned int n)
 			if (vt->table[s] & VT_INV) {
 				vt->table[s] &= ~VT_INV;
 				if (h->ready && s < h->nr_slots)
-					vt->inv_batch[cnt++] = cpu_to_le64(s);
+					batch[cnt++] = cpu_to_le64(s);
 			}
 			vt_slot_unlock(vt, s, sf);
 		}
@@ -537,12 +571,12 @@ static void vt_send_batch(struct vtmem *vt, unsigned long *cand, unsigned int n)
 			break;
 		}
 		req->hdr.count = cpu_to_le64(cnt);
-		sg_init_one(&data, vt->inv_batch, cnt * sizeof(__le64));
+		sg_init_one(&data, batch, cnt * sizeof(__le64));
 		ret = vt_vq_add_locked(h, req, &data, false, &seen);
 		if (ret) {
 			/* Not sent: put the flags back for a retry. */
 			for (i = 0; i < cnt; i++) {
-				u64 s = le64_to_cpu(vt->inv_batch[i]);
+				u64 s = le64_to_cpu(batch[i]);
 
 				sf = vt_slot_lock(vt, s);
 				vt->table[s] |= VT_INV;
@@ -565,7 +599,7 @@ static void vt_send_batch(struct vtmem *vt, unsigned long *cand, unsigned int n)
 	} else if (ret == -ENODEV) {
 		/* The device went away: it holds nothing, drop the flags. */
 		for (i = 0; i < cnt; i++) {
-			u64 s = le64_to_cpu(vt->inv_batch[i]);
+			u64 s = le64_to_cpu(batch[i]);
 
 			sf = vt_slot_lock(vt, s);
 			vt->table[s] &= ~VT_INV;
@@ -598,7 +632,7 @@ static void vt_inv_work(struct work_struct *work)
 		if (!vt->table)
 			break;
 		if (n) {
-			vt_send_batch(vt, vt->inv_cand, n);
+			vt_send_batch(vt, vt->inv_cand, n, vt->inv_batch);
 			continue;
 		}
 		if (!scan)
@@ -611,12 +645,12 @@ static void vt_inv_work(struct work_struct *work)
 				continue;
 			vt->inv_cand[n++] = i;
 			if (n == max) {
-				vt_send_batch(vt, vt->inv_cand, n);
+				vt_send_batch(vt, vt->inv_cand, n, vt->inv_batch);
 				n = 0;
 			}
 		}
 		if (n)
-			vt_send_batch(vt, vt->inv_cand, n);
+			vt_send_batch(vt, vt->inv_cand, n, vt->inv_batch);
 	}
 	up_read(&vt->init_lock);
 }
@@ -668,8 +702,8 @@ static unsigned long vt_release(struct vtmem *vt, unsigned long e)
  * Give up ownership, storing new (state and payload). A free that came
  * while the slot was owned is carried out now.
  */
-static void vt_slot_end(struct vtmem *vt, u64 i, unsigned long new,
-			unsigned long addflags)
+static void __vt_slot_end(struct vtmem *vt, u64 i, unsigned long new,
+			  unsigned long addflags, bool queue)
 {
 	unsigned long e, flags, sf;
 
@@ -682,10 +716,29 @@ static void vt_slot_end(struct vtmem *vt, u64 i, unsigned long new,
 	}
 	vt->table[i] = new | flags | BIT(VT_LOCK);
 	vt_slot_unlock(vt, i, sf);
-	if ((flags & VT_INV) && !(e & VT_INV))
+	if (queue && (flags & VT_INV) && !(e & VT_INV))
 		vt_queue_inv(vt, i);
 	if (wq_has_sleeper(&vt->slot_wq))
 		wake_up_all(&vt->slot_wq);
+}
+
+static void vt_slot_end(struct vtmem *vt, u64 i, unsigned long new,
+			unsigned long addflags)
+{
+	__vt_slot_end(vt, i, new, addflags, true);
+}
+
+/* Host entry with its age: the PUT sequence number (bit 0 stays clear). */
+static inline unsigned long vt_mk_host(struct vtmem *vt)
+{
+	u64 seq = atomic64_inc_return(&vt->put_seq);
+
+	return vt_mk(VT_HOST, (seq & VT_SEQ_MASK) << 1);
+}
+
+static inline u64 vt_host_age(unsigned long e)
+{
+	return vt_payload(e) >> 1;
 }
 
 /* ---- page I/O ---- */
@@ -719,7 +772,7 @@ static int vt_write_page(struct vtmem *vt, u64 index, struct page *page,
 			put_sent = true;
 		if (ret == VIRTIO_TMEM_S_OK) {
 			atomic64_inc(&vt->stats.host_puts);
-			new = vt_mk(VT_HOST, 0);
+			new = vt_mk_host(vt);
 			goto done;
 		}
 		if (ret == VIRTIO_TMEM_S_NOSPACE) {
@@ -848,6 +901,292 @@ static void vt_discard(struct vtmem *vt, u64 first, u64 n)
 	}
 	for (i = first; i < first + n; i++)
 		vt_slot_end(vt, i, vt_mk(VT_EMPTY, 0), 0);
+}
+
+/* ---- shrink: give host memory back by moving pages to the disk ---- */
+
+/*
+ * With VIRTIO_TMEM_F_SHRINK the device publishes shrink_target (the
+ * device's effective limit) and notifies every change. While the device's
+ * usage is above it, this worker moves host pages to the backing disk,
+ * oldest PUT first:
+ *
+ *  1. scan the table: ages (PUT sequence numbers) of the host pages;
+ *  2. histogram of the ages in VT_AGE_BUCKETS buckets; the number of pages
+ *     to move is (usage - target) / (usage / host pages), the cutoff is
+ *     the first bucket where the cumulative count reaches it;
+ *  3. scan the table in slot order, move each host page older than the
+ *     cutoff: own the slot (BUSY; a busy slot is skipped), GET it into a
+ *     bounce page, write it to a newly allocated disk block, store the
+ *     disk entry with INV set; every shrink_batch pages, one
+ *     INVALIDATE_BATCH drops the host copies (those still flagged INV: a
+ *     PUT since then replaced the copy and cleared the flag), then read
+ *     usage again and sleep to keep to shrink_rate_mb.
+ *
+ * Repeated while usage > target and pages move. Without a backing disk,
+ * with a full one, or when nothing can move, the worker says so (stat
+ * shrink_blocked, a rate-limited log line) and retries every second.
+ */
+
+/* usage changes without a config generation bump: read it until stable. */
+static u64 vt_read_usage(struct virtio_device *vdev)
+{
+	u64 a, b;
+	int i;
+
+	virtio_cread_le(vdev, struct virtio_tmem_config, usage, &a);
+	for (i = 0; i < 4; i++) {
+		virtio_cread_le(vdev, struct virtio_tmem_config, usage, &b);
+		if (a == b)
+			break;
+		a = b;
+	}
+	return a;
+}
+
+/* Own slot i unless an I/O owns it; returns the entry in *e. */
+static bool vt_slot_trybegin(struct vtmem *vt, u64 i, unsigned long *e)
+{
+	unsigned long sf, v;
+	bool ok;
+
+	sf = vt_slot_lock(vt, i);
+	v = vt->table[i];
+	ok = !(v & VT_BUSY);
+	if (ok)
+		vt->table[i] = v | VT_BUSY;
+	vt_slot_unlock(vt, i, sf);
+	*e = v & ~BIT(VT_LOCK);
+	return ok;
+}
+
+static inline bool vt_is_host(unsigned long e)
+{
+	return vt_state(e) == VT_HOST && vt_payload(e) != VT_HOST_LOST;
+}
+
+/*
+ * Copy owned host slot i to a new disk block: the block, or -ENOSPC
+ * (disk full), -ENODEV (no disk), -EIO.
+ */
+static long vt_shrink_copy(struct vtmem *vt, u64 i)
+{
+	struct scatterlist data;
+	long blk;
+	int ret;
+
+	blk = vt_blk_alloc(vt);
+	if (blk < 0)
+		return blk;
+	sg_init_table(&data, 1);
+	sg_set_page(&data, vt->shrink_page, PAGE_SIZE, 0);
+	ret = vt_host_call(vt, VIRTIO_TMEM_T_GET, i, 0, &data, true);
+	if (ret != VIRTIO_TMEM_S_OK) {
+		if (ret != -ENODEV)
+			atomic64_inc(&vt->stats.host_errors);
+		vt_blk_free(vt, blk);
+		return -EIO;
+	}
+	atomic64_inc(&vt->stats.host_gets);
+	if (vt_disk_io(vt, blk, vt->shrink_page, 0, true)) {
+		vt_blk_free(vt, blk);
+		return -EIO;
+	}
+	return blk;
+}
+
+struct vt_shrink_run {
+	u64 target;
+	u64 moved;		/* this run */
+	ktime_t start;
+	bool blocked;		/* no disk or disk full */
+	bool done;		/* usage <= target */
+};
+
+/* Send the batch, check usage, keep to the rate. Drops init_lock a while. */
+static void vt_shrink_flush(struct vtmem *vt, struct vt_shrink_run *r,
+			    unsigned int *n)
+{
+	unsigned int rate = READ_ONCE(shrink_rate_mb);
+	s64 due_us;
+
+	if (*n)
+		vt_send_batch(vt, vt->shrink_cand, *n, vt->shrink_batch);
+	*n = 0;
+	if (vt_read_usage(vt->host.vdev) <= r->target)
+		r->done = true;
+	if (r->done || !rate)
+		return;
+	/* moved pages at rate MiB/s: moved * 4096 * 1e6 / (rate << 20) us */
+	due_us = div_u64(r->moved * USEC_PER_SEC, (u64)rate * 256) -
+		 ktime_us_delta(ktime_get(), r->start);
+	up_read(&vt->init_lock);
+	if (due_us > 0)
+		usleep_range(due_us, due_us + due_us / 8 + 50);
+	else
+		cond_resched();
+	down_read(&vt->init_lock);
+}
+
+/* One pass, init_lock held for reading: moves pages older than cutoff. */
+static void vt_shrink_pass(struct vtmem *vt, struct vt_shrink_run *r,
+			   u64 cutoff)
+{
+	unsigned int n = 0, max;
+	unsigned long e;
+	long blk;
+	u64 i;
+
+	max = clamp_t(unsigned int, READ_ONCE(shrink_batch), 1,
+		      vt->host.max_batch);
+	for (i = 0; vt->table && i < vt->nr_slots && !r->done; i++) {
+		e = READ_ONCE(vt->table[i]);
+		if (!vt_is_host(e) || vt_host_age(e) >= cutoff || (e & VT_BUSY))
+			continue;
+		if (!vt_slot_trybegin(vt, i, &e))
+			continue;
+		if (!vt_is_host(e) || vt_host_age(e) >= cutoff) {
+			vt_slot_end(vt, i, e & (VT_STATE_MASK | VT_PAYLOAD_MASK), 0);
+			continue;
+		}
+		blk = vt_shrink_copy(vt, i);
+		if (blk < 0) {
+			vt_slot_end(vt, i, e & (VT_STATE_MASK | VT_PAYLOAD_MASK), 0);
+			if (blk == -EIO) {
+				atomic64_inc(&vt->stats.shrink_failures);
+				continue;
+			}
+			r->blocked = true;
+			break;
+		}
+		/* The disk has the page; the host copy goes in our batch. */
+		vt_account(vt, e, -1);
+		vt_account(vt, vt_mk(VT_DISK, blk), 1);
+		__vt_slot_end(vt, i, vt_mk(VT_DISK, blk), VT_INV, false);
+		atomic64_inc(&vt->stats.shrink_pages);
+		r->moved++;
+		vt->shrink_cand[n++] = i;
+		if (n == max)
+			vt_shrink_flush(vt, r, &n);
+		else
+			cond_resched();
+	}
+	if (n || !r->done)
+		vt_shrink_flush(vt, r, &n);
+}
+
+/* Age cutoff such that about need host pages are older; 0: no host page. */
+static u64 vt_shrink_cutoff(struct vtmem *vt, u64 usage, u64 target)
+{
+	u64 cnt[VT_AGE_BUCKETS] = {};
+	u64 lo = U64_MAX, hi = 0, pages = 0, need, width, sum = 0, i, a;
+	unsigned long e;
+	unsigned int b;
+
+	for (i = 0; i < vt->nr_slots; i++) {
+		e = READ_ONCE(vt->table[i]);
+		if (!vt_is_host(e))
+			continue;
+		a = vt_host_age(e);
+		lo = min(lo, a);
+		hi = max(hi, a);
+		pages++;
+	}
+	if (!pages)
+		return 0;
+	need = DIV_ROUND_UP(usage - target, max_t(u64, usage / pages, 1));
+	width = div64_u64(hi - lo, VT_AGE_BUCKETS) + 1;
+	for (i = 0; i < vt->nr_slots; i++) {
+		e = READ_ONCE(vt->table[i]);
+		if (!vt_is_host(e))
+			continue;
+		a = vt_host_age(e);
+		if (a < lo)	/* PUT since the first scan: young */
+			continue;
+		b = min_t(u64, div64_u64(a - lo, width), VT_AGE_BUCKETS - 1);
+		cnt[b]++;
+	}
+	for (b = 0; b < VT_AGE_BUCKETS; b++) {
+		sum += cnt[b];
+		if (sum >= need)
+			break;
+	}
+	if (b >= VT_AGE_BUCKETS - 1)
+		return U64_MAX;
+	return lo + (u64)(b + 1) * width;
+}
+
+static DEFINE_RATELIMIT_STATE(vt_shrink_rs, 60 * HZ, 1);
+
+static void vt_shrink_work(struct work_struct *work)
+{
+	struct vtmem *vt = container_of(to_delayed_work(work), struct vtmem,
+					shrink_work);
+	struct vtmem_host *h = &vt->host;
+	struct vt_shrink_run r = {};
+	const char *why;
+	u64 usage, cutoff, before;
+	int passes;
+
+	if (!READ_ONCE(h->shrink_on))
+		return;
+	virtio_cread_le(h->vdev, struct virtio_tmem_config, shrink_target,
+			&r.target);
+	atomic64_set(&vt->stats.shrink_target, r.target);
+	usage = vt_read_usage(h->vdev);
+	if (usage <= r.target) {
+		atomic64_set(&vt->stats.shrink_blocked, 0);
+		return;
+	}
+	atomic64_inc(&vt->stats.shrink_runs);
+	r.start = ktime_get();
+	down_read(&vt->init_lock);
+	for (passes = 0; passes < 8 && vt->table && !r.done; passes++) {
+		if (!vt->bdev) {
+			r.blocked = true;
+			break;
+		}
+		cutoff = vt_shrink_cutoff(vt, usage, r.target);
+		if (!cutoff)
+			break;
+		before = r.moved;
+		vt_shrink_pass(vt, &r, cutoff);
+		if (r.blocked || r.moved == before)
+			break;
+		usage = vt_read_usage(h->vdev);
+		r.done = usage <= r.target;
+	}
+	if (!vt->table) {
+		up_read(&vt->init_lock);
+		return;
+	}
+	why = r.blocked ? (vt->bdev ? "backing disk full" : "no backing disk") :
+			  "no host page can move now";
+	up_read(&vt->init_lock);
+	atomic64_set(&vt->stats.shrink_blocked, r.blocked ? 1 : 0);
+	if (r.done)
+		return;
+	if (!r.blocked && r.moved) {
+		/* Progress, but not there yet (racing PUTs, 8 passes): go on. */
+		if (READ_ONCE(h->shrink_on))
+			queue_delayed_work(vt->wq, &vt->shrink_work, 1);
+		return;
+	}
+	atomic64_inc(&vt->stats.shrink_stuck);
+	if (__ratelimit(&vt_shrink_rs))
+		dev_warn(&h->vdev->dev,
+			 "cannot shrink to %llu bytes (host holds %llu): %s\n",
+			 r.target, vt_read_usage(h->vdev), why);
+	if (READ_ONCE(h->shrink_on))
+		queue_delayed_work(vt->wq, &vt->shrink_work, VT_SHRINK_RETRY);
+}
+
+static void vtmem_config_changed(struct virtio_device *vdev)
+{
+	struct vtmem *vt = vdev->priv;
+
+	if (vt && READ_ONCE(vt->host.shrink_on))
+		mod_delayed_work(vt->wq, &vt->shrink_work, 0);
 }
 
 static bool vt_valid_io(struct vtmem *vt, sector_t sector, unsigned int size)
@@ -1087,6 +1426,10 @@ static int vt_host_start(struct vtmem *vt, struct virtio_device *vdev)
 	ret = vt_host_call(vt, VIRTIO_TMEM_T_INVALIDATE_ALL, 0, 0, NULL, false);
 	if (ret)
 		dev_warn(&vdev->dev, "INVALIDATE_ALL failed: %d\n", ret);
+	if (virtio_has_feature(vdev, VIRTIO_TMEM_F_SHRINK)) {
+		WRITE_ONCE(h->shrink_on, true);
+		mod_delayed_work(vt->wq, &vt->shrink_work, 0);
+	}
 	return 0;
 }
 
@@ -1101,6 +1444,9 @@ static void vt_host_stop(struct vtmem *vt, struct virtio_device *vdev)
 	struct vtmem_req *req;
 	unsigned long flags;
 
+	/* The shrink worker uses h->vdev: stop it first. */
+	WRITE_ONCE(h->shrink_on, false);
+	cancel_delayed_work_sync(&vt->shrink_work);
 	vt_host_call(vt, VIRTIO_TMEM_T_INVALIDATE_ALL, 0, 0, NULL, false);
 	spin_lock_irqsave(&h->lock, flags);
 	h->ready = false;
@@ -1191,10 +1537,17 @@ static const struct virtio_device_id vtmem_id_table[] = {
 	{ 0 },
 };
 
+static unsigned int vtmem_features[] = {
+	VIRTIO_TMEM_F_SHRINK,
+};
+
 static struct virtio_driver vtmem_virtio_driver = {
 	.driver.name = KBUILD_MODNAME,
 	.driver.owner = THIS_MODULE,
 	.id_table = vtmem_id_table,
+	.feature_table = vtmem_features,
+	.feature_table_size = ARRAY_SIZE(vtmem_features),
+	.config_changed = vtmem_config_changed,
 	.probe = vtmem_probe,
 	.remove = vtmem_remove,
 #ifdef CONFIG_PM_SLEEP
@@ -1399,7 +1752,10 @@ static ssize_t stat_show(struct device *dev, struct device_attribute *attr,
 		"invalidate_batches %lld\ninvalidate_ranges %lld\n"
 		"invalidate_overflows %lld\nnotify_free %lld\n"
 		"disk_reads %lld\ndisk_writes %lld\nbio_pages %lld\n"
-		"failed_reads %lld\nfailed_writes %lld\ninvalid_io %lld\n",
+		"failed_reads %lld\nfailed_writes %lld\ninvalid_io %lld\n"
+		"shrink_target %lld\nshrink_runs %lld\nshrink_pages %lld\n"
+		"shrink_bytes %lld\nshrink_failures %lld\nshrink_stuck %lld\n"
+		"shrink_blocked %lld\n",
 		atomic64_read(&s->pages_host), atomic64_read(&s->pages_disk),
 		atomic64_read(&s->pages_same), blocks_used, vt->nr_blocks,
 		READ_ONCE(vt->host.ready) ? 1 : 0,
@@ -1411,28 +1767,37 @@ static ssize_t stat_show(struct device *dev, struct device_attribute *attr,
 		atomic64_read(&s->notify_free), atomic64_read(&s->disk_reads),
 		atomic64_read(&s->disk_writes), atomic64_read(&s->bio_pages),
 		atomic64_read(&s->failed_reads),
-		atomic64_read(&s->failed_writes), atomic64_read(&s->invalid_io));
+		atomic64_read(&s->failed_writes), atomic64_read(&s->invalid_io),
+		atomic64_read(&s->shrink_target), atomic64_read(&s->shrink_runs),
+		atomic64_read(&s->shrink_pages),
+		atomic64_read(&s->shrink_pages) * PAGE_SIZE,
+		atomic64_read(&s->shrink_failures),
+		atomic64_read(&s->shrink_stuck),
+		atomic64_read(&s->shrink_blocked));
 }
 
 static ssize_t host_show(struct device *dev, struct device_attribute *attr,
 			 char *buf)
 {
 	struct vtmem *vt = dev_to_disk(dev)->private_data;
-	u64 limit = 0, usage = 0, nr_slots = 0;
-	int attached;
+	u64 limit = 0, usage = 0, nr_slots = 0, target = 0;
+	int attached, shrink = 0;
 
 	mutex_lock(&vt->host_mutex);
 	attached = !!vt->host.vdev;
 	if (attached) {
 		virtio_cread_le(vt->host.vdev, struct virtio_tmem_config,
 				limit, &limit);
+		usage = vt_read_usage(vt->host.vdev);
 		virtio_cread_le(vt->host.vdev, struct virtio_tmem_config,
-				usage, &usage);
+				shrink_target, &target);
 		nr_slots = vt->host.nr_slots;
+		shrink = READ_ONCE(vt->host.shrink_on);
 	}
 	mutex_unlock(&vt->host_mutex);
-	return sysfs_emit(buf, "attached %d\nnr_slots %llu\nlimit %llu\nusage %llu\n",
-			  attached, nr_slots, limit, usage);
+	return sysfs_emit(buf, "attached %d\nnr_slots %llu\nlimit %llu\nusage %llu\n"
+			  "shrink %d\nshrink_target %llu\n",
+			  attached, nr_slots, limit, usage, shrink, target);
 }
 
 static DEVICE_ATTR_RW(disksize);
@@ -1467,6 +1832,10 @@ static void vt_free(struct vtmem *vt)
 	mempool_destroy(vt->req_pool);
 	kfree(vt->inv_batch);
 	kfree(vt->inv_cand);
+	kfree(vt->shrink_batch);
+	kfree(vt->shrink_cand);
+	if (vt->shrink_page)
+		__free_page(vt->shrink_page);
 	kfree(vt->pend);
 	kfree(vt);
 }
@@ -1487,6 +1856,7 @@ static int __init vtmem_init(void)
 	bio_list_init(&vt->bios);
 	INIT_WORK(&vt->inv_work, vt_inv_work);
 	INIT_WORK(&vt->bio_work, vt_bio_work);
+	INIT_DELAYED_WORK(&vt->shrink_work, vt_shrink_work);
 	mutex_init(&vt->host_mutex);
 	spin_lock_init(&vt->host.lock);
 	init_waitqueue_head(&vt->host.space_wq);
@@ -1497,11 +1867,17 @@ static int __init vtmem_init(void)
 			       GFP_KERNEL);
 	vt->inv_batch = kcalloc(VIRTIO_TMEM_MAX_BATCH, sizeof(*vt->inv_batch),
 				GFP_KERNEL);
+	vt->shrink_cand = kcalloc(VIRTIO_TMEM_MAX_BATCH,
+				  sizeof(*vt->shrink_cand), GFP_KERNEL);
+	vt->shrink_batch = kcalloc(VIRTIO_TMEM_MAX_BATCH,
+				   sizeof(*vt->shrink_batch), GFP_KERNEL);
+	vt->shrink_page = alloc_page(GFP_KERNEL);
 	vt->req_pool = mempool_create_kmalloc_pool(VT_REQ_POOL,
 						   sizeof(struct vtmem_req));
 	vt->wq = alloc_workqueue("vtmem", WQ_MEM_RECLAIM | WQ_UNBOUND, 0);
 	if (!vt->pend || !vt->inv_cand || !vt->inv_batch || !vt->req_pool ||
-	    !vt->wq)
+	    !vt->wq || !vt->shrink_cand || !vt->shrink_batch ||
+	    !vt->shrink_page)
 		goto err_free;
 
 	vtmem_major = register_blkdev(0, "vtmem");

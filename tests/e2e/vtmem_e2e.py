@@ -5,7 +5,8 @@ virtio-tmem device, swap through /dev/vtmem0, verify data and statistics.
 
 Usage: vtmem_e2e.py [options] SCENARIO
 Scenarios: fits small-limit limit-change nodisk-full nodevice cycle-reboot
-           thp unplug churn suspend bench (bench is a measurement, not a test)
+           thp unplug churn suspend shrink shrink-updown shrink-swapin
+           shrink-nodisk; bench and shrink-bench are measurements, not tests
 
 Paths come from options or the environment:
   --qemu / VTMEM_QEMU          our qemu-system-x86_64
@@ -923,6 +924,223 @@ class Demo(Scenario):
         print()
 
 
+def wait_held(g, target, timeout):
+    """Poll the device's memory-held until it is at most target: (seconds
+    it took or None on timeout, last value)."""
+    t0 = time.time()
+    while True:
+        held = g.qmp.get("memory-held")
+        if held <= target:
+            return time.time() - t0, held
+        if time.time() - t0 > timeout:
+            return None, held
+        time.sleep(0.05)
+
+
+MiB = 1 << 20
+
+
+class Shrink(Scenario):
+    """Shrink on demand: with pages on the host, the limit drops from
+    256 MiB to 32 MiB; the driver moves pages to its backing disk until
+    the host holds at most 32 MiB; every byte still verifies."""
+    name = "shrink"
+    tm = "limit=256M"
+    disk_mb = 512
+    target = 32 * MiB
+    mib = 256
+    timeout = 300
+    script = ("sync_host boot\nsetup -b /dev/vda -s 768M\n"
+              "workload main %(mib)d 31 48M sync\nstat_dump end\n"
+              "sync_host end\nvtmem-setup stop\nsync_host stopped\n")
+
+    def __init__(self):
+        self.script = self.script % {"mib": self.mib}
+
+    def on_sync(self, g, run, name):
+        if name == "written":
+            run.host["before"] = g.qmp.host_stats()
+            t0 = time.time()
+            g.qmp.set("limit", self.target)
+            self.took, self.held = wait_held(g, self.target, 120)
+            run.host["shrunk"] = g.qmp.host_stats()
+            log("memory-held %.1f MiB -> %.1f MiB in %s s (limit %d MiB)"
+                % (run.host["before"]["memory-held"] / MiB, self.held / MiB,
+                   "%.2f" % self.took if self.took is not None else "timeout",
+                   self.target // MiB))
+            return "go"
+        if name == "end":
+            want = run.st("end", "pages_host")
+            run.host[name] = wait_host(g, lambda s: s["stored-pages"] == want)
+        elif name == "stopped":
+            run.host[name] = wait_host(g, lambda s: s["stored-pages"] == 0)
+        return super().on_sync(g, run, name)
+
+    def check(self, run):
+        result_ok(run, "main")
+        b = run.host["before"]["memory-held"]
+        expect(b > self.target + 8 * MiB,
+               "host held more than the new limit before (%.1f MiB)" % (b / MiB))
+        expect(self.took is not None,
+               "host usage converged to <= %d MiB (%.1f MiB, %s s)"
+               % (self.target // MiB, self.held / MiB, self.took))
+        e = run.stats["end"]
+        expect(e["shrink_pages"] > 0 and e["shrink_bytes"] ==
+               e["shrink_pages"] * 4096 and e["shrink_runs"] >= 1,
+               "guest moved pages (%d pages, %d runs)"
+               % (e["shrink_pages"], e["shrink_runs"]))
+        expect(e["shrink_target"] == self.target and e["host_shrink"] == 1,
+               "guest sees F_SHRINK and the target")
+        expect(e["shrink_failures"] == 0 and e["failed_reads"] == 0 and
+               e["failed_writes"] == 0 and e["host_errors"] == 0,
+               "no failed I/O, no failed moves")
+        expect(run.host["end"]["stored-pages"] == e["pages_host"],
+               "host and guest agree on the pages held (no leak)")
+        expect(run.host["stopped"]["stored-pages"] == 0, "host empty after stop")
+
+
+class ShrinkUpDown(Shrink):
+    """Repeated down/up limit changes while another workload verifies
+    (swaps in) all the time; then down once more while the main workload
+    verifies too."""
+    name = "shrink-updown"
+    mib = 160
+    target = 16 * MiB
+    script = ("sync_host boot\nsetup -b /dev/vda -s 768M\n"
+              "workload hold 96 61 48M passes=6 &\n"
+              "workload main %(mib)d 62 48M sync passes=2\nwait\n"
+              "stat_dump end\nsync_host end\nvtmem-setup stop\n"
+              "sync_host stopped\n")
+
+    def on_sync(self, g, run, name):
+        if name == "written":
+            run.host["before"] = g.qmp.host_stats()
+            self.times = []
+            for lim in (16 * MiB, 256 * MiB, 24 * MiB, 256 * MiB):
+                g.qmp.set("limit", lim)
+                if lim < 256 * MiB:
+                    took, held = wait_held(g, lim, 60)
+                    self.times.append((lim, took, held))
+                    log("limit %d MiB: memory-held %.1f MiB after %s s"
+                        % (lim // MiB, held / MiB, took))
+                else:
+                    time.sleep(1)
+            g.qmp.set("limit", self.target)
+            self.t = threading.Thread(target=self._poll, args=(g,), daemon=True)
+            self.t.start()
+            return "go"
+        if name == "end":
+            self.t.join()
+        return super().on_sync(g, run, name)
+
+    def _poll(self, g):
+        self.took, self.held = wait_held(g, self.target, 60)
+
+    def check(self, run):
+        result_ok(run, "main")
+        expect(len(run.all_results) == 2 and
+               all(r["status"] == "ok" and r["bad"] == 0 for r in run.all_results),
+               "both workloads verified: %s" % run.all_results)
+        expect(all(t is not None for _, t, _ in self.times),
+               "converged after each lowering: %s" % self.times)
+        expect(self.took is not None, "converged while verifying (%s s)" % self.took)
+        e = run.stats["end"]
+        expect(e["shrink_runs"] >= 2 and e["shrink_pages"] > 0,
+               "several shrink runs (%d), %d pages moved"
+               % (e["shrink_runs"], e["shrink_pages"]))
+        expect(e["shrink_failures"] == 0 and e["failed_reads"] == 0 and
+               e["failed_writes"] == 0 and e["host_errors"] == 0,
+               "no failed I/O, no failed moves")
+        expect(run.host["end"]["stored-pages"] == e["pages_host"],
+               "host and guest agree on the pages held (no leak)")
+        expect(run.host["stopped"]["stored-pages"] == 0, "host empty after stop")
+
+
+class ShrinkSwapin(Shrink):
+    """The limit drops while the guest swaps everything back in (verify
+    passes): moves race with swap-ins and frees of the same slots."""
+    name = "shrink-swapin"
+    mib = 192
+    target = 16 * MiB
+    script = ("sync_host boot\nsetup -b /dev/vda -s 768M\n"
+              "workload main %(mib)d 81 48M sync passes=2\nstat_dump end\n"
+              "sync_host end\nvtmem-setup stop\nsync_host stopped\n")
+
+    def on_sync(self, g, run, name):
+        if name == "written":
+            run.host["before"] = g.qmp.host_stats()
+            g.qmp.set("limit", self.target)
+            self.t = threading.Thread(target=self._poll, args=(g,), daemon=True)
+            self.t.start()
+            return "go"
+        if name == "end":
+            self.t.join()
+        return super().on_sync(g, run, name)
+
+    def _poll(self, g):
+        self.took, self.held = wait_held(g, self.target, 60)
+
+
+class ShrinkNoDisk(Scenario):
+    """No backing disk: the guest cannot shrink; it says so (stats, log),
+    the host keeps the pages; data still verifies. sync_io=0 (swap cache):
+    verified pages stay clean and keep their host copy, so the verify pass
+    needs no new PUT (which the host would refuse: there is no disk)."""
+    name = "shrink-nodisk"
+    tm = "limit=256M"
+    disk_mb = 0
+    target = 8 * MiB
+    script = ("sync_host boot\nsetup -o sync_io=0 -s 512M\n"
+              "workload main 128 71 48M sync\nstat_dump end\n"
+              "dmesg | grep -q 'cannot shrink.*no backing disk' && "
+              "echo VTMEM-MARK cannot-shrink-logged\n"
+              "vtmem-setup stop\n")
+
+    def on_sync(self, g, run, name):
+        if name == "written":
+            run.host["before"] = g.qmp.host_stats()
+            g.qmp.set("limit", self.target)
+            time.sleep(3)
+            run.host["after"] = g.qmp.host_stats()
+            return "go"
+        return super().on_sync(g, run, name)
+
+    def check(self, run):
+        result_ok(run, "main")
+        b, a = run.host["before"], run.host["after"]
+        expect(b["memory-held"] > self.target, "host held more than the limit")
+        expect(a["memory-held"] >= b["memory-held"] * 0.95 and
+               a["stored-pages"] >= b["stored-pages"] * 0.95,
+               "host keeps the pages (%d -> %d pages)"
+               % (b["stored-pages"], a["stored-pages"]))
+        e = run.stats["end"]
+        expect(e["shrink_stuck"] >= 1 and e["shrink_pages"] == 0,
+               "guest reports it cannot shrink (stuck %d)" % e["shrink_stuck"])
+        expect("cannot-shrink-logged" in run.marks, "kernel log says why")
+        expect(e["failed_reads"] == 0, "no failed reads")
+
+
+class ShrinkBench(Shrink):
+    """Measurement: the host holds 256 MiB (its limit) of the guest's pages;
+    the limit drops to 32 MiB: time until memory-held <= 32 MiB."""
+    name = "shrink-bench"
+    disk_mb = 1536
+    mib = int(os.environ.get("VTMEM_SHRINK_MIB", "1000"))
+    timeout = 900
+    script = ("sync_host boot\nsetup -o '%s' -b /dev/vda -s 1200M\n"
+              % os.environ.get("VTMEM_SHRINK_OPTS", "") +
+              "workload main %(mib)d 91 64M sync\nstat_dump end\n"
+              "sync_host end\nvtmem-setup stop\nsync_host stopped\n")
+
+    def check(self, run):
+        super().check(run)
+        e = run.stats["end"]
+        log("SHRINK-BENCH %.1f MiB -> %d MiB held in %.2f s; %d pages "
+            "(%.1f MiB) moved to the disk"
+            % (run.host["before"]["memory-held"] / MiB, self.target // MiB,
+               self.took, e["shrink_pages"], e["shrink_bytes"] / MiB))
+
+
 class Probe(Scenario):
     name = "probe"
     script = "sync_host boot\n"
@@ -930,7 +1148,8 @@ class Probe(Scenario):
 
 SCENARIOS = {c.name: c for c in [Fits, SmallLimit, LimitChange, NoDiskFull,
                                  NoDevice, CycleReboot, Thp, Unplug, Churn, Suspend,
-                                 Bench, Demo, Probe]}
+                                 Bench, Demo, Probe, Shrink, ShrinkUpDown,
+                                 ShrinkSwapin, ShrinkNoDisk, ShrinkBench]}
 
 
 def run_guest(args, workdir, vmlinuz, base, scn, accel, boot_timeout=None):
