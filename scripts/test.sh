@@ -22,38 +22,41 @@ setup() {
 }
 
 summary=""
-run_suite() {
-	label=$1
-	shift
-	echo "=== $label"
-	status=0
-	meson test "$@" --print-errorlogs || status=$?
-	# meson writes one JSON object per test; count them for the summary.
-	log="$2/meson-logs/testlog$( [ "${setup_name:-}" ] && echo "-$setup_name" ).json"
-	passed=$(grep -c '"result": "OK"' "$log" 2>/dev/null || true)
-	failed=$(grep -vc '"result": "\(OK\|SKIP\)"' "$log" 2>/dev/null || true)
-	summary="$summary
-$label: ${passed:-0} passed, ${failed:-0} failed"
-	total_pass=$((total_pass + ${passed:-0}))
-	total_fail=$((total_fail + ${failed:-0}))
-	[ "$status" = 0 ] || any_fail=1
-}
 total_pass=0
 total_fail=0
 any_fail=0
+# run_suite LABEL BUILDDIR TESTLOG [meson test arguments...]
+run_suite() {
+	label=$1 dir=$2 testlog=$3
+	shift 3
+	echo "=== $label"
+	status=0
+	meson test -C "$dir" --print-errorlogs "$@" || status=$?
+	# meson's JSON log: one line per test, with its "result".
+	passed=$(grep -c '"result": "OK"' "$dir/meson-logs/$testlog" || true)
+	failed=$(grep -c -v '"result": "\(OK\|SKIP\)"' "$dir/meson-logs/$testlog" || true)
+	passed=${passed:-0} failed=${failed:-0}
+	if [ "$status" != 0 ] && [ "$failed" = 0 ]; then
+		failed=1	# meson itself failed (build error, no log)
+	fi
+	summary="$summary
+$label: $passed passed, $failed failed"
+	total_pass=$((total_pass + passed))
+	total_fail=$((total_fail + failed))
+	if [ "$status" != 0 ]; then
+		any_fail=1
+	fi
+}
 
 setup build -Dwerror=true -Dqemu=true -Dqemu_sanitized=true -Dguest=true
 meson compile -C build
 setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
 meson compile -C build-asan
 
-setup_name=
-run_suite "unit+daemon (plain)" -C build --suite unit --suite daemon
-run_suite "unit+daemon (ASan+UBSan)" -C build-asan --suite unit --suite daemon
-setup_name=valgrind
-run_suite "unit+daemon (valgrind)" -C build --suite unit --suite daemon --setup valgrind
-setup_name=
-run_suite "qemu device, end to end" -C build --no-suite unit --no-suite daemon
+run_suite "unit+daemon (plain)" build testlog.json --suite unit --suite daemon
+run_suite "unit+daemon (ASan+UBSan)" build-asan testlog.json --suite unit --suite daemon
+run_suite "unit+daemon (valgrind)" build testlog-valgrind.json --suite unit --suite daemon --setup valgrind
+run_suite "qtest, e2e, libvirt" build testlog.json --no-suite unit --no-suite daemon
 
 echo "$summary"
 echo "all: $total_pass passed, $total_fail failed"
