@@ -363,8 +363,7 @@ def report(p, results, meta, store, out):
           "Workloads: `swapverify %d` (MiB; 25%% zero, 15%% same-filled, "
           "30%% compressible, 30%% random pages; every byte verified) and "
           "`stress-ng --vm 1 --vm-bytes %dM --vm-method %s --vm-madvise normal --verify "
-          "--vm-keep 
-          "--vm-ops %d`." % (p["sv_mib"], p["sng_mib"], p["sng_method"], p["sng_ops"]),
+          "--vm-keep --vm-ops %d`." % (p["sv_mib"], p["sng_mib"], p["sng_method"], p["sng_ops"]),
           ""]
     okall = all(r["ok"] for s in results for w in results[s] for r in results[s][w])
     L.append("Verification: %s." % ("every workload verified OK in every setup "
