@@ -6,7 +6,7 @@ virtio-tmem device, swap through /dev/vtmem0, verify data and statistics.
 Usage: vtmem_e2e.py [options] SCENARIO
 Scenarios: fits small-limit limit-change nodisk-full nodevice cycle-reboot
            thp unplug churn suspend shrink shrink-updown shrink-swapin
-           shrink-nodisk; bench and shrink-bench are measurements, not tests
+           shrink-nodisk shrink-diskfull; bench and shrink-bench are measurements, not tests
 
 Paths come from options or the environment:
   --qemu / VTMEM_QEMU          our qemu-system-x86_64
@@ -1120,6 +1120,35 @@ class ShrinkNoDisk(Scenario):
         expect(e["failed_reads"] == 0, "no failed reads")
 
 
+class ShrinkDiskFull(ShrinkNoDisk):
+    """A backing disk too small for the excess: the guest moves what fits,
+    then reports that the disk is full; the host keeps the rest."""
+    name = "shrink-diskfull"
+    disk_mb = 16
+    target = 4 * MiB
+    script = ("sync_host boot\nsetup -o sync_io=0 -b /dev/vda -s 512M\n"
+              "workload main 128 73 48M sync\nstat_dump end\n"
+              "dmesg | grep -q 'cannot shrink.*backing disk full' && "
+              "echo VTMEM-MARK cannot-shrink-logged\n"
+              "vtmem-setup stop\n")
+
+    def check(self, run):
+        result_ok(run, "main")
+        b, a = run.host["before"], run.host["after"]
+        e = run.stats["end"]
+        expect(0 < e["shrink_pages"] <= e["disk_blocks_total"],
+               "moved what fits on the disk (%d pages, disk %d blocks)"
+               % (e["shrink_pages"], e["disk_blocks_total"]))
+        expect(a["memory-held"] > self.target and
+               a["memory-held"] < b["memory-held"],
+               "host gave back some memory and keeps the rest (%.1f -> %.1f MiB)"
+               % (b["memory-held"] / MiB, a["memory-held"] / MiB))
+        expect(e["shrink_stuck"] >= 1, "guest reports it cannot shrink further")
+        expect("cannot-shrink-logged" in run.marks, "kernel log says the disk is full")
+        expect(e["failed_reads"] == 0 and e["shrink_failures"] == 0,
+               "no failed reads or moves")
+
+
 class ShrinkBench(Shrink):
     """Measurement: the host holds 256 MiB (its limit) of the guest's pages;
     the limit drops to 32 MiB: time until memory-held <= 32 MiB."""
@@ -1149,7 +1178,8 @@ class Probe(Scenario):
 SCENARIOS = {c.name: c for c in [Fits, SmallLimit, LimitChange, NoDiskFull,
                                  NoDevice, CycleReboot, Thp, Unplug, Churn, Suspend,
                                  Bench, Demo, Probe, Shrink, ShrinkUpDown,
-                                 ShrinkSwapin, ShrinkNoDisk, ShrinkBench]}
+                                 ShrinkSwapin, ShrinkNoDisk, ShrinkDiskFull,
+                                 ShrinkBench]}
 
 
 def run_guest(args, workdir, vmlinuz, base, scn, accel, boot_timeout=None):
