@@ -587,9 +587,10 @@ def test(args, env, t0):
         expect(vms[VMS["a"]["uuid"]]["vm-limit"] == str(NEW_LIMIT),
                "vtmemd caps the VM (vm-limit %s)" % vms[VMS["a"]["uuid"]]["vm-limit"])
 
-        # Both workloads finish and verify.
+        # Both workloads finish and verify; "hold" follows their stat dump,
+        # so the statistics are complete on the console by then.
         def finished():
-            return all("main" in consoles[k].run().results for k in VMS)
+            return all("hold" in consoles[k].run().marks for k in VMS)
         wait_for("both workloads finished", finished, args.timeout)
         t_main = time.time() - t_started
         for k in VMS:
