@@ -1018,7 +1018,7 @@ static void vt_shrink_flush(struct vtmem *vt, struct vt_shrink_run *r,
 	if (r->done || !rate)
 		return;
 	/* moved pages at rate MiB/s: moved * 4096 * 1e6 / (rate << 20) us */
-	due_us = div_u64(r->moved * USEC_PER_SEC, (u64)rate * 256) -
+	due_us = div64_u64(r->moved * USEC_PER_SEC, (u64)rate * 256) -
 		 ktime_us_delta(ktime_get(), r->start);
 	up_read(&vt->init_lock);
 	if (due_us > 0)
