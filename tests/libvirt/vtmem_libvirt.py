@@ -52,7 +52,7 @@ import vtmem_e2e as e2e  # noqa: E402  (initramfs builder, kernel lookup)
 MiB = 1 << 20
 POOL_LIMIT = 48 * MiB       # vtmemd --pool-limit
 DEV_LIMIT = 64 * MiB        # each device's limit (cap) and metadata limit
-NEW_LIMIT = 24 * MiB        # vtmemctl set-limit A
+NEW_LIMIT = 8 * MiB         # vtmemctl set-limit A: below what A holds
 GRACE_MS = 3000             # vtmemd --grace-ms (> client's 2 s max backoff)
 GUEST_MEM = 224             # MiB
 NS = "http://vtmem.org/xmlns/domain/1"
@@ -586,6 +586,15 @@ def test(args, env, t0):
         _, vms = env.daemon_status()
         expect(vms[VMS["a"]["uuid"]]["vm-limit"] == str(NEW_LIMIT),
                "vtmemd caps the VM (vm-limit %s)" % vms[VMS["a"]["uuid"]]["vm-limit"])
+        # Shrink on demand: A's guest moves pages to its disk until the
+        # device holds no more than the new limit.
+        held_a = env.qom(a, "memory-held")
+        expect(held_a > NEW_LIMIT, "A holds more than its new limit (%d)" % held_a)
+        t_shrink = time.time()
+        wait_for("A's guest moves pages to its disk (memory-held <= new limit)",
+                 lambda: env.qom(a, "memory-held") <= NEW_LIMIT, 120)
+        log("ok: A shrank from %d to <= %d bytes in %.1f s"
+            % (held_a, NEW_LIMIT, time.time() - t_shrink))
 
         # Both workloads finish and verify; "hold" follows their stat dump,
         # so the statistics are complete on the console by then.
@@ -608,6 +617,8 @@ def test(args, env, t0):
                     st.get("pages_disk")))
             expect(st.get("failed_reads", 1) == 0 and st.get("failed_writes", 1) == 0,
                    "VM %s: no failed I/O" % k)
+        expect(consoles["a"].run().stats["main"].get("shrink_pages", 0) > 0,
+               "VM a: the lowered limit was met by moving pages to its disk")
         refusals = sum(run.stats.get("main", {}).get("host_refusals", 0)
                        for run in (consoles[k].run() for k in VMS))
         expect(refusals > 0, "the pool was too small for both: %d refusals "
