@@ -492,15 +492,15 @@ def chart(p, medians, out):
             for s in setups:
                 m = medians[s][w]
                 f.write('"%s\\n%s" %.2f %.2f %.2f %.2f %.2f %d\n' % (
-                    s, short.get(w, w), m.get("wall_s") or 0,
+                    s.replace("-", "\\n"), short.get(w, w), m.get("wall_s") or 0,
                     m.get("swapout_mibs") or 0, m.get("swapin_mibs") or 0,
                     (m.get("guest_ram") or 0) / 2**20,
                     (m.get("host_ram") or 0) / 2**20, colour[s]))
     gp = r"""
-set terminal pngcairo size 1500,560 font "DejaVu Sans,10"
+set terminal pngcairo size %(width)d,560 font "DejaVu Sans,10"
 set output '%(png)s'
 set multiplot layout 1,3 title "vtmem vs virtio-blk swap disk vs zram (LZ4): medians of %(reps)d rep(s), guest accel %(accel)s" font ",12"
-set bmargin 4
+set bmargin 5
 set style fill solid 0.85 border -1
 set grid ytics
 set xtics font ",9" nomirror
@@ -525,6 +525,7 @@ plot '%(dat)s' using 5:xtic(1) title "guest RAM (backend)" lc rgb "#ee6677", \
      '' using 6 title "host RAM" lc rgb "#ccbb44"
 unset multiplot
 """ % {"png": os.path.join(out, "chart.png"), "dat": dat, "reps": p["reps"],
+       "width": max(1500, 3 * (100 + 60 * len(setups) * len(p["workloads"]))),
        "accel": p.get("accel", "?")}
     gpf = os.path.join(out, "chart.gp")
     with open(gpf, "w") as f:
