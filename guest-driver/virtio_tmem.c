@@ -59,8 +59,11 @@
 
 enum vt_state {
 	VT_EMPTY = 0,
-	VT_HOST = 1,	/* payload: VT_HOST_LOST when the device went away,
-			 * else the PUT sequence number << 1 (age, for shrink) */
+	/*
+	 * payload: VT_HOST_LOST when the device went away, else the PUT
+	 * sequence number << 1 (age, for shrink)
+	 */
+	VT_HOST = 1,
 	VT_SAME = 2,	/* payload: value, sign-extended from bit 57 */
 	VT_DISK = 3,	/* payload: block on the backing device */
 };
@@ -451,23 +454,51 @@ static void vt_wait_space(struct vtmem_host *h, unsigned long seen)
 			   !READ_ONCE(h->ready), HZ / 10);
 }
 
-/* Simple request (GET, INVALIDATE_RANGE, INVALIDATE_ALL): status or errno */
+/*
+ * Add one request under h->lock. A PUT also clears its slot's pending
+ * invalidate (the PUT replaces the host copy, or drops it when refused),
+ * so that no queued invalidate of this slot can be ordered after it; if
+ * the PUT cannot be added, the pending invalidate is restored.
+ */
+static int vt_host_add(struct vtmem *vt, struct vtmem_req *req, u32 type,
+		       u64 slot, struct scatterlist *data, bool data_in,
+		       unsigned long *seen)
+{
+	struct vtmem_host *h = &vt->host;
+	bool put = type == VIRTIO_TMEM_T_PUT;
+	unsigned long flags, sf;
+	bool was_inv = false;
+	int ret;
+
+	spin_lock_irqsave(&h->lock, flags);
+	if (put) {
+		sf = vt_slot_lock(vt, slot);
+		was_inv = vt->table[slot] & VT_INV;
+		vt->table[slot] &= ~VT_INV;
+		vt_slot_unlock(vt, slot, sf);
+	}
+	ret = vt_vq_add_locked(h, req, data, data_in, seen);
+	if (ret && was_inv) {
+		sf = vt_slot_lock(vt, slot);
+		vt->table[slot] |= VT_INV;
+		vt_slot_unlock(vt, slot, sf);
+	}
+	spin_unlock_irqrestore(&h->lock, flags);
+	return ret;
+}
+
+/* One request, waited for: its status, or an errno */
 static int vt_host_call(struct vtmem *vt, u32 type, u64 slot, u64 count,
 			struct scatterlist *data, bool data_in)
 {
 	struct vtmem_host *h = &vt->host;
 	struct vtmem_req *req = vt_req_get(vt, type, slot, count);
-	unsigned long flags, seen;
+	unsigned long seen;
 	int ret;
 
-	for (;;) {
-		spin_lock_irqsave(&h->lock, flags);
-		ret = vt_vq_add_locked(h, req, data, data_in, &seen);
-		spin_unlock_irqrestore(&h->lock, flags);
-		if (ret != -ENOSPC)
-			break;
+	while ((ret = vt_host_add(vt, req, type, slot, data, data_in,
+				  &seen)) == -ENOSPC)
 		vt_wait_space(h, seen);
-	}
 	if (!ret) {
 		vt_wait_req(h, req);
 		ret = req->status;
@@ -476,46 +507,15 @@ static int vt_host_call(struct vtmem *vt, u32 type, u64 slot, u64 count,
 	return ret;
 }
 
-/*
- * PUT one page. Under h->lock, clears the slot's pending invalidate (the
- * PUT replaces the host copy, or drops it when refused) and adds the PUT,
- * so that no queued invalidate of this slot can be ordered after it.
- */
+/* PUT one page (see vt_host_add() for its pending invalidate). */
 static int vt_host_put(struct vtmem *vt, u64 index, struct page *page,
 		       unsigned int off)
 {
-	struct vtmem_host *h = &vt->host;
-	struct vtmem_req *req = vt_req_get(vt, VIRTIO_TMEM_T_PUT, index, 0);
 	struct scatterlist data;
-	unsigned long flags, seen, sf;
-	bool was_inv;
-	int ret;
 
 	sg_init_table(&data, 1);
 	sg_set_page(&data, page, PAGE_SIZE, off);
-	for (;;) {
-		spin_lock_irqsave(&h->lock, flags);
-		sf = vt_slot_lock(vt, index);
-		was_inv = vt->table[index] & VT_INV;
-		vt->table[index] &= ~VT_INV;
-		vt_slot_unlock(vt, index, sf);
-		ret = vt_vq_add_locked(h, req, &data, false, &seen);
-		if (ret && was_inv) {
-			sf = vt_slot_lock(vt, index);
-			vt->table[index] |= VT_INV;
-			vt_slot_unlock(vt, index, sf);
-		}
-		spin_unlock_irqrestore(&h->lock, flags);
-		if (ret != -ENOSPC)
-			break;
-		vt_wait_space(h, seen);
-	}
-	if (!ret) {
-		vt_wait_req(h, req);
-		ret = req->status;
-	}
-	mempool_free(req, vt->req_pool);
-	return ret;
+	return vt_host_call(vt, VIRTIO_TMEM_T_PUT, index, 0, &data, false);
 }
 
 /* ---- invalidations ---- */
