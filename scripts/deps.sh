@@ -8,7 +8,7 @@ pkgs_build="meson ninja-build pkg-config gcc libglib2.0-dev liblz4-dev libjson-g
 pkgs_test="valgrind"
 pkgs_qemu="dpkg-dev libpixman-1-dev libfdt-dev zlib1g-dev python3-venv seabios qemu-system-data ipxe-qemu ccache"
 pkgs_guest="busybox-static cpio kmod python3 gcc libc6-dev make"
-pkgs_bench=""
+pkgs_bench="stress-ng gnuplot-nox util-linux"
 pkgs_libvirt="libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev tini"
 
 want=""

@@ -7,7 +7,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-scripts/deps.sh build test qemu guest libvirt
+scripts/deps.sh build test qemu guest libvirt bench
 
 # Warnings are errors here, as in CI.
 setup() {
