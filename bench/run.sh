@@ -5,15 +5,21 @@
 #                     [--workloads swapverify,stress-ng]
 # Build dir: $VTMEM_BUILD, else ./build, else the newest build*/ with our QEMU.
 # Also: meson compile -C BUILD bench
+# Run by hand, it installs what it needs and builds (or refreshes) ./build.
 set -eu
 src=$(cd "$(dirname "$0")/.." && pwd)
 b=${VTMEM_BUILD:-}
 if [ -z "$b" ]; then
+	"$src/scripts/deps.sh" build qemu guest bench
 	for d in "$src/build" $(ls -dt "$src"/build* 2>/dev/null); do
 		if [ -e "$d/qemu-device/qemu-system-x86_64" ]; then b=$d; break; fi
 	done
+	if [ -z "$b" ]; then
+		b=$src/build
+		meson setup "$b" -Dqemu=true -Dguest=true >/dev/null
+	fi
+	meson compile -C "$b" >/dev/null
 fi
-[ -n "$b" ] || { echo "run.sh: no build dir with qemu-device/qemu-system-x86_64 (set VTMEM_BUILD)" >&2; exit 77; }
 : "${VTMEM_QEMU:=$b/qemu-device/qemu-system-x86_64}"
 : "${VTMEM_KO:=$b/guest-driver/virtio_tmem.ko}"
 : "${VTMEM_SWAPVERIFY:=$b/tests/e2e/swapverify}"
