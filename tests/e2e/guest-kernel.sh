@@ -10,7 +10,7 @@
 # <ver> is 6.1.0-NN-amd64 with the newest NN for which the registry has both
 # linux-image-6.1.0-NN-amd64-unsigned and linux-headers-6.1.0-NN-amd64.
 # VTMEM_KVER overrides the choice.
-# Needs: apt (apt-get update done), dpkg-deb.
+# Needs: apt, dpkg-deb (runs apt-get update once if no kernel is listed).
 set -eu
 
 cache=${VTMEM_CACHE:-$HOME/.cache/vtmem}
@@ -30,8 +30,15 @@ pick() {
 		best="$best $v"
 	done
 	best=$(echo $best | tr ' ' '\n' | sort -t- -k2,2n | tail -n 1)
+	if [ -z "$best" ] && [ -z "${refreshed:-}" ]; then
+		# Package lists missing or stale: refresh them once.
+		refreshed=1
+		apt-get update -qq >&2
+		pick
+		return
+	fi
 	if [ -z "$best" ]; then
-		echo "guest-kernel.sh: no linux-image/linux-headers 6.1.0-NN-amd64 pair found (apt-get update?)" >&2
+		echo "guest-kernel.sh: no linux-image/linux-headers 6.1.0-NN-amd64 pair found" >&2
 		exit 1
 	fi
 	echo "$best-amd64"
