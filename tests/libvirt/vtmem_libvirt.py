@@ -18,8 +18,10 @@ exceeds vtmemd's --pool-limit. Checked:
   restart     vtmemd killed (SIGKILL) mid-run: both workloads still verify;
               devices re-register when it is back (pool-connected, STATUS)
   set-limit   vtmemctl set-limit takes effect live (qom-get limit,
-              pool-limit) and survives destroy + start (vtmemctl apply, as
-              the libvirt hook of docs/libvirt.md does)
+              pool-limit) and survives destroy + start: a real libvirt hook
+              (/etc/libvirt/hooks/qemu, the one of docs/libvirt.md with this
+              test's URI, socket and vtmemctl, acting only on vtmem-lv-*
+              domains) runs vtmemctl apply at start
   destroy     destroying a VM returns its budget (vtmemd STATUS)
   data        both workloads verify byte for byte
 
@@ -29,6 +31,16 @@ Paths from the environment (as tests/e2e/vtmem_e2e.py) or options:
   VTMEMD, VTMEMCTL, VTMEM_LIBVIRT_WORKDIR (default: a temp dir; kept on
   failure). VTMEM_LIBVIRT_USER (default vtmem-e2e, created if missing).
 Exit status 0 = pass, 77 = skipped, 1 = fail.
+
+The hook: libvirtd looks for hooks in SYSCONFDIR/libvirt/hooks (Debian:
+/etc/libvirt/hooks) also when it runs unprivileged (session mode), checks
+for them once at its start, and runs them as its own user with a cleared
+environment (LC_ALL=C plus PATH, HOME, USER, LOGNAME, TMPDIR, LD_PRELOAD,
+LD_LIBRARY_PATH passed on; libvirt 9.0 src/util/virhook.c,
+virCommandAddEnvPassCommon). The test installs it before it starts libvirtd
+(an existing /etc/libvirt/hooks/qemu is moved aside to qemu.vtmem-e2e-saved
+and put back at the end, also on failure or SIGTERM; the hook exits 0 at
+once for other domains); its output goes to WORKDIR/hook.log.
 """
 
 import argparse
@@ -36,6 +48,7 @@ import json
 import os
 import pwd
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -56,6 +69,11 @@ NEW_LIMIT = 8 * MiB         # vtmemctl set-limit A: below what A holds
 GRACE_MS = 3000             # vtmemd --grace-ms (> client's 2 s max backoff)
 GUEST_MEM = 224             # MiB
 NS = "http://vtmem.org/xmlns/domain/1"
+HOOK_DIR = "/etc/libvirt/hooks"      # LIBVIRT_HOOK_DIR (SYSCONFDIR=/etc)
+HOOK = os.path.join(HOOK_DIR, "qemu")
+HOOK_SAVED = HOOK + ".vtmem-e2e-saved"  # an existing hook, while we run
+HOOK_MARK = "# vtmem libvirt-e2e test hook"
+DOM_PREFIX = "vtmem-lv-"             # the hook acts on these domains only
 VMS = {
     "a": {"name": "vtmem-lv-a", "uuid": "5b0e6a52-7c1d-4e2b-9a51-0a1b2c3d4e01",
           "seed": 31},
@@ -103,6 +121,9 @@ class Env:
         self.env = dict(os.environ, VTMEM_POOL_SOCKET=self.sock,
                         LIBVIRT_DEFAULT_URI=self.uri)
         self.vtmemd_log = open(os.path.join(workdir, "vtmemd.log"), "ab")
+        self.hook_log = os.path.join(workdir, "hook.log")
+        self.hook_installed = False
+        self.hook_dir_created = False
 
     # -------------------------------------------------------------- helpers
     def run(self, cmd, check=True, timeout=60):
@@ -189,6 +210,82 @@ class Env:
                 vms[vm["uuid"]] = vm
         return pool, vms
 
+    # ----------------------------------------------------------------- hook
+    def hook_script(self):
+        """docs/libvirt.md's hook with our URI, socket and vtmemctl baked
+        in (the hook's environment is cleared), for our domains only."""
+        q = shlex.quote
+        return (
+            "#!/bin/sh\n"
+            "%(mark)s (work dir %(dir)s): docs/libvirt.md's hook\n"
+            "# with that test's libvirtd URI, vtmemd socket and vtmemctl; it\n"
+            "# acts on the test's domains only. Removed when the test ends.\n"
+            "# $1 = domain name, $2 = operation, $3 = sub-operation\n"
+            "case \"$1\" in %(prefix)s*) ;; *) exit 0 ;; esac\n"
+            "echo \"$(date +%%T.%%N) hook $1 $2 $3 uid=$(id -u)"
+            " env: $(env | cut -d= -f1 | sort | tr '\\n' ' ')\" >>%(log)s\n"
+            "if [ \"$2\" = \"started\" ]; then\n"
+            "\tsetsid sh -c '\"$0\" --connect \"$1\" --socket \"$2\" apply \"$3\""
+            " --wait 30; echo \"apply $3: exit $?\"' \\\n"
+            "\t\t%(ctl)s %(uri)s %(sock)s \"$1\" </dev/null >>%(log)s 2>&1 &\n"
+            "fi\n"
+            "exit 0\n") % dict(mark=HOOK_MARK, dir=self.dir, prefix=DOM_PREFIX,
+                               log=q(self.hook_log),
+                               ctl=q(os.path.realpath(self.args.vtmemctl)),
+                               uri=q(self.uri), sock=q(self.sock))
+
+    def install_hook(self):
+        """Before libvirtd starts: it looks for hooks only at its start."""
+        pw = pwd.getpwnam(self.user)
+        with open(self.hook_log, "a"):
+            pass
+        os.chown(self.hook_log, pw.pw_uid, pw.pw_gid)
+        if not os.path.isdir(HOOK_DIR):
+            os.makedirs(HOOK_DIR, 0o755)
+            self.hook_dir_created = True
+        if os.path.lexists(HOOK):
+            if is_our_hook(HOOK):
+                # Left by a run that was killed; its backup (if any) is
+                # HOOK_SAVED, put back at our end.
+                log("removing a stale test hook %s" % HOOK)
+                os.unlink(HOOK)
+            elif os.path.lexists(HOOK_SAVED):
+                raise Fail("%s and %s both exist: sort them out by hand"
+                           % (HOOK, HOOK_SAVED))
+            else:
+                os.rename(HOOK, HOOK_SAVED)
+                log("moved the existing %s to %s" % (HOOK, HOOK_SAVED))
+        self.hook_installed = True
+        tmp = HOOK + ".vtmem-e2e-new"
+        with open(tmp, "w") as f:
+            f.write(self.hook_script())
+        os.chmod(tmp, 0o755)
+        os.rename(tmp, HOOK)
+        log("installed the hook %s (output: %s)" % (HOOK, self.hook_log))
+
+    def remove_hook(self):
+        if not self.hook_installed:
+            return
+        for f in (HOOK + ".vtmem-e2e-new", HOOK):
+            if os.path.lexists(f) and is_our_hook(f):
+                os.unlink(f)
+        if os.path.lexists(HOOK_SAVED) and not os.path.lexists(HOOK):
+            os.rename(HOOK_SAVED, HOOK)
+            log("restored %s" % HOOK)
+        if self.hook_dir_created:
+            try:
+                os.rmdir(HOOK_DIR)
+            except OSError:
+                pass
+        self.hook_installed = False
+
+    def hook_output(self):
+        try:
+            with open(self.hook_log, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
     def start_libvirtd(self):
         pw = pwd.getpwnam(self.user)
         for d in ["home", "config", "runtime", "cache", "data"]:
@@ -248,6 +345,10 @@ class Env:
         return pids
 
     def cleanup(self):
+        try:
+            self.remove_hook()
+        except OSError as e:
+            log("FAILED to remove the hook %s: %s" % (HOOK, e))
         for vm in VMS.values():
             try:
                 self.virsh("destroy", vm["name"], check=False)
@@ -289,6 +390,14 @@ class Env:
                 except OSError:
                     pass
             time.sleep(0.5)
+
+
+def is_our_hook(path):
+    try:
+        with open(path, errors="replace") as f:
+            return HOOK_MARK in f.read(4096)
+    except OSError:
+        return False
 
 
 # ------------------------------------------------------------------ domains
@@ -428,6 +537,22 @@ def wait_for(what, cond, timeout, step=0.2):
         time.sleep(step)
 
 
+def hook_applied(env, name, n, limit):
+    """The hook's n-th vtmemctl apply for domain name ended with exit 0
+    and set limit."""
+    def done():
+        return env.hook_output().count("apply %s: exit " % name) >= n
+    wait_for("the hook's vtmemctl apply %s (%s)" % (name, env.hook_log),
+             done, 40)
+    out = env.hook_output()
+    starts = out.count("hook %s started begin " % name)
+    ok = out.count("apply %s: exit 0\n" % name)
+    set_ = out.count("%s: limit %d\n" % (name, limit))
+    expect(starts >= n and ok >= n and set_ >= 1,
+           "the libvirt hook ran for %s (started: %d; apply exit 0: %d; "
+           "limit %d set)" % (name, starts, ok, limit))
+
+
 def both_connected(env):
     try:
         _, vms = env.daemon_status()
@@ -525,6 +650,7 @@ def test(args, env, t0):
     os.chmod(work, 0o755)
 
     env.start_vtmemd()
+    env.install_hook()
     env.start_libvirtd()
     log("libvirtd at %s, vtmemd at %s (pool %d MiB)" % (env.uri, env.sock,
                                                         POOL_LIMIT >> 20))
@@ -532,10 +658,10 @@ def test(args, env, t0):
         env.virsh("define", os.path.join(work, k + ".xml"))
     for k, vm in VMS.items():
         env.virsh("start", vm["name"])
-        # What the libvirt hook of docs/libvirt.md runs at start.
-        r = env.vtmemctl("apply", vm["name"], "--wait", "30")
-        log("apply %s: %s" % (vm["name"], r.stdout.strip()))
     t_started = time.time()
+    # The hook ran vtmemctl apply for both (limit = the command line's here).
+    for vm in VMS.values():
+        hook_applied(env, vm["name"], 1, DEV_LIMIT)
 
     # Both devices registered with vtmemd.
     wait_for("both devices registered", lambda: both_connected(env), 30)
@@ -648,15 +774,22 @@ def test(args, env, t0):
                "%d charged, all of it A's" % (b_charge, charged_before,
                                               int(p["charged"])))
 
-        # A: destroy + start; the metadata (set-limit) is applied at start.
+        # A: destroy + start; the libvirt hook applies the metadata
+        # (set-limit) at start, nothing else does.
         env.virsh("destroy", a)
+        t_start = time.time()
         env.virsh("start", a)
-        expect(env.qom(a, "limit") == DEV_LIMIT,
-               "A restarted with the command-line limit")
-        r = env.vtmemctl("apply", a, "--wait", "30")
-        log("apply: " + r.stdout.strip())
-        expect(env.qom(a, "limit") == NEW_LIMIT,
-               "set-limit survived destroy + start (qom-get limit %d)" % NEW_LIMIT)
+        cmd = [open("/proc/%d/cmdline" % p, "rb").read().split(b"\0")
+               for p in env.qemu_pids()]
+        cmd = [c for c in cmd if ("guest=%s," % a).encode() in b",".join(c)]
+        expect(len(cmd) == 1 and any(b"limit=%d," % DEV_LIMIT in x for x in cmd[0]),
+               "A restarted with limit=%d on QEMU's command line" % DEV_LIMIT)
+        wait_for("the hook to set A's limit to %d" % NEW_LIMIT,
+                 lambda: env.qom(a, "limit") == NEW_LIMIT, 30)
+        log("ok: set-limit survived destroy + start: the libvirt hook applied "
+            "it, qom-get limit %d %.1f s after virsh start"
+            % (NEW_LIMIT, time.time() - t_start))
+        hook_applied(env, a, 2, NEW_LIMIT)
         wait_for("A registered again", lambda: env.qom(a, "pool-connected"), 10)
         expect(env.qom(a, "pool-limit") <= NEW_LIMIT, "A's pool-limit <= %d"
                % NEW_LIMIT)
@@ -750,6 +883,9 @@ def main():
             tail = Console(os.path.join(workdir, "vm", k + "-console.log")).read()
             print("--- console %s (tail)\n%s" % (k, "\n".join(tail.splitlines()[-15:])))
     finally:
+        # A second SIGTERM must not cut the cleanup short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("--- hook log %s\n%s" % (env.hook_log, env.hook_output().rstrip()))
         env.cleanup()
         left = env.our_pids()
         if left:
