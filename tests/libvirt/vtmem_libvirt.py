@@ -703,6 +703,11 @@ def test(args, env, t0):
 
         # set-limit live
         a, b = VMS["a"]["name"], VMS["b"]["name"]
+        # Below what A holds (checked after): right after vtmemd's restart A
+        # may hold less for a moment (seen: 8.0 MiB), its workload swapping
+        # on; wait until it holds some margin more.
+        wait_for("A holding > %d MiB before set-limit" % ((NEW_LIMIT >> 20) + 4),
+                 lambda: env.qom(a, "memory-held") > NEW_LIMIT + 4 * MiB, 60)
         r = env.vtmemctl("set-limit", a, str(NEW_LIMIT))
         log("set-limit: " + r.stdout.strip())
         expect(env.qom(a, "limit") == NEW_LIMIT, "qom-get limit = %d after "
