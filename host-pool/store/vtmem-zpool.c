@@ -2,10 +2,12 @@
  * vtmem zpool: size classes of zspages, object alloc/free, compaction.
  *
  * Memory layout of a zspage: one heap block of pages * 4096 bytes of object
- * slots followed by a 16-byte ZspageHeader, so a zspage costs a single heap
- * chunk. Free slots are chained through their own first two bytes. Zspages
- * are named by 32-bit ids in a two-level directory (ids are reused), which
- * keeps handles small enough to share a 64-bit slot entry with the length.
+ * slots with a 16-byte ZspageHeader in the last 16 bytes of the tail (the
+ * room after the last slot) if that is free, else right after the pages, so
+ * a zspage costs a single heap chunk. Free slots are chained through their
+ * own first two bytes. Zspages are named by 32-bit ids in a two-level
+ * directory (ids are reused), which keeps handles small enough to share a
+ * 64-bit slot entry with the length.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE  /* MADV_POPULATE_WRITE; QEMU's build may define it */
@@ -46,6 +48,7 @@ typedef struct SizeClass {
     uint32_t size;         /* slot size */
     uint32_t objs;         /* slots per zspage */
     uint32_t pages;        /* pages per zspage */
+    uint32_t hdr_off;      /* where the ZspageHeader sits in the block */
     uint32_t partial_head; /* zspages with free slots (allocation order) */
     uint32_t partial_tail;
     uint32_t evac_head;    /* zspages being emptied by compaction */
@@ -151,9 +154,15 @@ static SizeClass *class_for(VtmemZpool *pool, size_t size)
     return &pool->classes[pool->class_of_step[(size + STEP - 1) / STEP]];
 }
 
+/* A zspage's heap block: its pages, plus its header if no tail holds it. */
+static size_t zspage_bytes(const SizeClass *cls)
+{
+    return (size_t)cls->hdr_off + sizeof(ZspageHeader);
+}
+
 static uint64_t zspage_cost(const SizeClass *cls)
 {
-    return vtmem_heap_cost((size_t)cls->pages * PAGE + sizeof(ZspageHeader));
+    return vtmem_heap_cost(zspage_bytes(cls));
 }
 
 VtmemZpool *vtmem_zpool_new(uint64_t max_objects, VtmemAccount *acct)
@@ -207,6 +216,16 @@ VtmemZpool *vtmem_zpool_new(uint64_t max_objects, VtmemAccount *acct)
         } else {
             class_shape(sizes[i], &cls->pages, &cls->objs);
         }
+        /*
+         * The header goes at the end of the zspage's tail (the bytes after
+         * its last slot) when it fits there, else after the pages: then the
+         * block is a whole number of pages and costs 16 bytes less heap.
+         */
+        cls->hdr_off = cls->pages * PAGE;
+        if (cls->pages * PAGE - cls->objs * cls->size >=
+            sizeof(ZspageHeader)) {
+            cls->hdr_off -= (uint32_t)sizeof(ZspageHeader);
+        }
         cls->partial_head = cls->partial_tail = cls->evac_head = NO_ID;
     }
     pool->self_cost = vtmem_heap_cost(self) +
@@ -256,7 +275,7 @@ static inline unsigned char *zspage_data(VtmemZpool *pool, uint32_t id)
 static inline ZspageHeader *zspage_header(VtmemZpool *pool, SizeClass *cls,
                                           uint32_t id)
 {
-    return (ZspageHeader *)(zspage_data(pool, id) + (size_t)cls->pages * PAGE);
+    return (ZspageHeader *)(zspage_data(pool, id) + cls->hdr_off);
 }
 
 /* Directory ids. Called with the class lock held (order: class, id). */
@@ -378,14 +397,13 @@ static vtmem_status zspage_create(VtmemZpool *pool, SizeClass *cls,
         vtmem_account_release(pool->acct, cost, meta);
         return st;
     }
-    unsigned char *data = g_try_malloc((size_t)cls->pages * PAGE +
-                                       sizeof(ZspageHeader));
+    unsigned char *data = g_try_malloc(zspage_bytes(cls));
     if (!data) {
         id_free(pool, *id);
         vtmem_account_release(pool->acct, cost, meta);
         return VTMEM_ERR_NOMEM;
     }
-    zspage_prefault(data, (size_t)cls->pages * PAGE + sizeof(ZspageHeader));
+    zspage_prefault(data, zspage_bytes(cls));
     pool->dir[*id >> DIR_SHIFT][*id & (DIR_SEG - 1)] = (uintptr_t)data;
     ZspageHeader *h = zspage_header(pool, cls, *id);
     memset(h, 0, sizeof(*h));
