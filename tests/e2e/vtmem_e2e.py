@@ -970,11 +970,23 @@ class Shrink(Scenario):
                    self.target // MiB))
             return "go"
         if name == "end":
+            if getattr(self, "poller", None):
+                self.poller.join()
             want = run.st("end", "pages_host")
             run.host[name] = wait_host(g, lambda s: s["stored-pages"] == want)
         elif name == "stopped":
             run.host[name] = wait_host(g, lambda s: s["stored-pages"] == 0)
         return super().on_sync(g, run, name)
+
+    def shrink_while_running(self, g):
+        """Lower the limit to the target and let the guest go on; whether
+        usage converges is polled beside it (joined at "end")."""
+        g.qmp.set("limit", self.target)
+        self.poller = threading.Thread(target=self._poll, args=(g,), daemon=True)
+        self.poller.start()
+
+    def _poll(self, g):
+        self.took, self.held = wait_held(g, self.target, 60)
 
     def check(self, run):
         result_ok(run, "main")
@@ -1025,16 +1037,9 @@ class ShrinkUpDown(Shrink):
                         % (lim // MiB, held / MiB, took))
                 else:
                     time.sleep(1)
-            g.qmp.set("limit", self.target)
-            self.t = threading.Thread(target=self._poll, args=(g,), daemon=True)
-            self.t.start()
+            self.shrink_while_running(g)
             return "go"
-        if name == "end":
-            self.t.join()
         return super().on_sync(g, run, name)
-
-    def _poll(self, g):
-        self.took, self.held = wait_held(g, self.target, 60)
 
     def check(self, run):
         result_ok(run, "main")
@@ -1069,16 +1074,9 @@ class ShrinkSwapin(Shrink):
     def on_sync(self, g, run, name):
         if name == "written":
             run.host["before"] = g.qmp.host_stats()
-            g.qmp.set("limit", self.target)
-            self.t = threading.Thread(target=self._poll, args=(g,), daemon=True)
-            self.t.start()
+            self.shrink_while_running(g)
             return "go"
-        if name == "end":
-            self.t.join()
         return super().on_sync(g, run, name)
-
-    def _poll(self, g):
-        self.took, self.held = wait_held(g, self.target, 60)
 
 
 class ShrinkNoDisk(Scenario):
