@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # vtmem swap benchmark: vtmem vs a virtio-blk swap disk vs in-guest zram (LZ4),
 # plus the page store microbenchmark. See docs/benchmarks.md.
 # Usage: bench/run.sh [--quick] [--reps N] [--out DIR] [--setups vtmem,disk,zram]

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * vtmem-store-bench: the page store against plain LZ4 on the same pages.
  *

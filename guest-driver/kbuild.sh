@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Builds virtio_tmem.ko with kbuild in a copy of the sources under the build
 # directory, so that the source tree stays clean.
 # Usage: kbuild.sh KVER OUTDIR SOURCE...

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Build Debian's QEMU 7.2 with the virtio-tmem device (qemu-device/), the
 # vtmem page store (host-pool/store/*.c) and the pool client
 # (host-pool/client/*.c, GLib only) compiled in.

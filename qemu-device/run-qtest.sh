@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Run one virtio-tmem qtest through QEMU's qos-test.
 # Usage: run-qtest.sh QOS_TEST QEMU_BINARY TEST
 #   TEST: a test of the virtio-tmem interface (e.g. put-get), or a path

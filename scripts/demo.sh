@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # The main job, from a fresh Debian 12 machine (run as root): build QEMU 7.2
 # with the virtio-tmem device and the guest driver, boot a guest with both,
 # make it swap a verified workload into the host pool, and show the pool.

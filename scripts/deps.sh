@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Installs the Debian packages a vtmem task needs, idempotently.
 # Usage: scripts/deps.sh GROUP...   (groups: build test qemu guest bench)
 # Fast when everything is present: apt-get runs only for missing packages.

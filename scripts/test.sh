@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # The whole vtmem test suite, from a fresh Debian 12 machine (run as root):
 #   unit tests plain, under ASan+UBSan and under valgrind; the device's
 #   qtests against QEMU plain and sanitized; end-to-end tests that boot a

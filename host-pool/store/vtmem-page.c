@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* vtmem page helpers: same-filled detection and fill. */
 #include "vtmem-page.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* vtmem page helpers: same-filled pages (one machine word repeated). */
 #ifndef VTMEM_PAGE_H
 #define VTMEM_PAGE_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* vtmem page store internals for tests and benchmarks, not for devices. */
 #ifndef VTMEM_STORE_INTERNAL_H
 #define VTMEM_STORE_INTERNAL_H

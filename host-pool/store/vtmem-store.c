@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * vtmem page store: slot table, put/get/invalidate, iteration, stats.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * vtmem page store: one VM's swapped-out pages, compressed, in host RAM.
  *

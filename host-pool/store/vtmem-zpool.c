@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * vtmem zpool: size classes of zspages, object alloc/free, compaction.
  *

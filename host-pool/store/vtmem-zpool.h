@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * vtmem zpool: a size-class allocator that packs compressed pages densely.
  *

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Finds and fetches the Debian 6.1 guest kernel for vtmem's end-to-end tests.
 #
 # Usage: tests/e2e/guest-kernel.sh [print|fetch]

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Quick libvirt + vtmemctl check (the full test is vtmem_libvirt.py): an isolated libvirtd (an
 # unprivileged user, all state in a temp dir, under tini -s), vtmemd on a
 # temp socket, one TCG domain, and vtmemctl against both.
