@@ -1,20 +1,35 @@
 #!/bin/sh
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Installs the Debian packages a vtmem task needs, idempotently.
-# Usage: scripts/deps.sh GROUP...   (groups: build test qemu guest bench)
+# Usage: scripts/deps.sh GROUP...
+#   groups: build test qemu guest libvirt bench
 # Fast when everything is present: apt-get runs only for missing packages.
 set -eu
+here=$(cd "$(dirname "$0")" && pwd)
 
-pkgs_build="meson ninja-build pkg-config gcc libglib2.0-dev liblz4-dev libjson-glib-dev libvirt-dev"
-pkgs_test="valgrind"
-pkgs_qemu="dpkg-dev libpixman-1-dev libfdt-dev zlib1g-dev python3-venv seabios qemu-system-data ipxe-qemu ccache"
-pkgs_guest="busybox-static cpio kmod python3 gcc libc6-dev make"
-pkgs_bench="stress-ng gnuplot-nox util-linux"
-pkgs_libvirt="libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev tini"
+packages() {
+	case $1 in
+	build) echo meson ninja-build pkg-config gcc libglib2.0-dev liblz4-dev \
+		libjson-glib-dev libvirt-dev ;;
+	test) echo valgrind ;;
+	qemu) echo dpkg-dev libpixman-1-dev libfdt-dev zlib1g-dev python3-venv \
+		seabios qemu-system-data ipxe-qemu ccache ;;
+	guest) echo busybox-static cpio kmod python3 gcc libc6-dev make ;;
+	libvirt) echo libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
+		libvirt-dev tini ;;
+	bench) echo stress-ng gnuplot-nox util-linux ;;
+	*) return 1 ;;
+	esac
+}
 
+[ $# -gt 0 ] || { echo "usage: $0 GROUP... (build test qemu guest libvirt bench)" >&2; exit 2; }
 want=""
 for group in "$@"; do
-	eval "want=\"\$want \$pkgs_$group\""
+	list=$(packages "$group") || {
+		echo "deps.sh: unknown group '$group' (build test qemu guest libvirt bench)" >&2
+		exit 2
+	}
+	want="$want $list"
 done
 
 missing=""
@@ -23,25 +38,30 @@ for p in $want; do
 		missing="$missing $p"
 done
 
-# QEMU's source comes from Debian's source package: needs a deb-src entry.
-need_src=0
-case " $* " in *" qemu "*|*" guest "*) need_src=1 ;; esac
-if [ "$need_src" = 1 ] && ! grep -rqs '^Types:.*deb-src\|^deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-	cat >/etc/apt/sources.list.d/vtmem-deb-src.sources <<'SRC'
+# QEMU's source comes from Debian's source package: it needs a deb-src entry,
+# taken from the mirror the machine's apt already uses.
+update=0
+case " $* " in
+*" qemu "* | *" guest "*)
+	if ! grep -rqs '^Types:.*deb-src\|^deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+		. "$here/apt-mirror.sh"
+		mirror=$(debian_mirror)
+		codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+		cat >/etc/apt/sources.list.d/vtmem-deb-src.sources <<SRC
 Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: bookworm bookworm-updates
+URIs: $mirror
+Suites: $codename $codename-updates
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
-	missing="$missing"
-	updated=0
-else
-	updated=1
-fi
+		update=1
+	fi
+	;;
+esac
 
-if [ -n "$missing" ] || [ "$updated" = 0 ]; then
+if [ -n "$missing" ] || [ "$update" = 1 ]; then
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
+	# shellcheck disable=SC2086 # a list of package names
 	[ -z "$missing" ] || apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
