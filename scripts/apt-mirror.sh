@@ -8,6 +8,7 @@
 # Exits 1 with a message when no such source is configured.
 
 debian_mirror() {
+	# shellcheck source=/dev/null
 	codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
 	[ -n "$codename" ] || codename=bookworm
 	# deb822 files: a stanza's Types, URIs and Suites, in any order.

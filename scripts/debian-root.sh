@@ -33,6 +33,7 @@ root=$cache/$suite-$key
 (
 	flock 9
 	[ -f "$root/.vtmem-root-done" ] && exit 0
+	# shellcheck source=scripts/apt-mirror.sh
 	. "$here/apt-mirror.sh"
 	mirror=$(debian_mirror)
 	include=$(echo "$@" | tr ' ' ',')

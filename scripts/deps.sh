@@ -44,8 +44,10 @@ update=0
 case " $* " in
 *" qemu "* | *" guest "*)
 	if ! grep -rqs '^Types:.*deb-src\|^deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+		# shellcheck source=scripts/apt-mirror.sh
 		. "$here/apt-mirror.sh"
 		mirror=$(debian_mirror)
+		# shellcheck source=/dev/null
 		codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
 		cat >/etc/apt/sources.list.d/vtmem-deb-src.sources <<SRC
 Types: deb-src

@@ -409,6 +409,20 @@ def wait_host(g, cond, timeout=10.0):
         time.sleep(0.2)
 
 
+def wait_guest_stats(g, run, tag, timeout):
+    """Read the console until the guest has dumped its stats under tag (for a
+    host callback that waits on the guest while the main loop cannot)."""
+    deadline = time.time() + timeout
+    while True:
+        line = g.next_line(deadline)
+        if line is None:
+            raise Fail("guest console closed while waiting for stats %s" % tag)
+        parse_line(run, line)
+        # stat_dump ends with the guest's /proc/vmstat lines.
+        if "vm_pswpout" in run.stats.get(tag, {}):
+            return
+
+
 # ----------------------------------------------------------------- scenarios
 
 def expect(cond, what):
@@ -1120,28 +1134,45 @@ class ShrinkNoDisk(Scenario):
 
 class ShrinkDiskFull(ShrinkNoDisk):
     """A backing disk too small for the excess: the guest moves what fits,
-    then reports that the disk is full; the host keeps the rest."""
+    then reports that the disk is full; the host keeps the rest. The guest
+    dumps its figures the moment it reports the full disk, while the
+    workload still waits for the host's go: no swap-in can free a disk block
+    between the move and the figures."""
     name = "shrink-diskfull"
     disk_mb = 16
     target = 4 * MiB
     script = ("sync_host boot\nsetup -o sync_io=0 -b /dev/vda -s 512M\n"
-              "workload main 128 73 48M sync\nstat_dump end\n"
-              "dmesg | grep -q 'cannot shrink.*backing disk full' && "
-              "echo VTMEM-MARK cannot-shrink-logged\n"
+              "(until dmesg | grep -q 'cannot shrink.*backing disk full'; do "
+              "sleep 0.2; done; echo VTMEM-MARK cannot-shrink-logged; "
+              "stat_dump stuck) &\n"
+              "workload main 128 73 48M sync\nwait\nstat_dump end\n"
               "vtmem-setup stop\n")
+
+    def on_sync(self, g, run, name):
+        if name == "written":
+            run.host["before"] = g.qmp.host_stats()
+            g.qmp.set("limit", self.target)
+            wait_guest_stats(g, run, "stuck", 120)
+            run.host["after"] = g.qmp.host_stats()
+            return "go"
+        return Scenario.on_sync(self, g, run, name)
 
     def check(self, run):
         result_ok(run, "main")
         b, a = run.host["before"], run.host["after"]
-        e = run.stats["end"]
-        expect(0 < e["shrink_pages"] <= e["disk_blocks_total"],
-               "moved what fits on the disk (%d pages, disk %d blocks)"
-               % (e["shrink_pages"], e["disk_blocks_total"]))
+        w, s, e = run.stats["main-written"], run.stats["stuck"], run.stats["end"]
+        expect(s["disk_blocks_used"] == s["disk_blocks_total"],
+               "the disk ended full (%d of %d blocks)"
+               % (s["disk_blocks_used"], s["disk_blocks_total"]))
+        free = w["disk_blocks_total"] - w["disk_blocks_used"]
+        expect(0 < s["shrink_pages"] <= free,
+               "moved what fits on the disk (%d pages, %d blocks were free)"
+               % (s["shrink_pages"], free))
         expect(a["memory-held"] > self.target and
                a["memory-held"] < b["memory-held"],
                "host gave back some memory and keeps the rest (%.1f -> %.1f MiB)"
                % (b["memory-held"] / MiB, a["memory-held"] / MiB))
-        expect(e["shrink_stuck"] >= 1, "guest reports it cannot shrink further")
+        expect(s["shrink_stuck"] >= 1, "guest reports it cannot shrink further")
         expect("cannot-shrink-logged" in run.marks, "kernel log says the disk is full")
         expect(e["failed_reads"] == 0 and e["shrink_failures"] == 0,
                "no failed reads or moves")

@@ -37,6 +37,10 @@ chmod 0755 "$dir"
 mkdir -p "$dir/home" "$dir/config" "$dir/runtime" "$dir/cache" "$dir/data" "$dir/pool"
 chmod 0700 "$dir/runtime"
 chown -R "$user" "$dir/home" "$dir/config" "$dir/runtime" "$dir/cache" "$dir/data" "$dir/pool"
+# libvirt looks for qemu-system-x86_64 in PATH when it needs the host's
+# default emulator (virsh version, capabilities): ours, never the system's.
+mkdir -p "$dir/bin"
+ln -s "$(command -v "$qemu")" "$dir/bin/qemu-system-x86_64"
 
 fails=0
 libvirtd_pid=
@@ -83,13 +87,13 @@ vtmemd_pid=$!
 # on; a shell function would add a subshell), so $! becomes tini, which
 # forwards SIGTERM to libvirtd.
 setpriv --reuid="$user" --regid="$(id -g "$user")" --init-groups -- \
-	env HOME="$dir/home" XDG_CONFIG_HOME="$dir/config" \
+	env PATH="$dir/bin:$PATH" HOME="$dir/home" XDG_CONFIG_HOME="$dir/config" \
 	XDG_RUNTIME_DIR="$dir/runtime" XDG_CACHE_HOME="$dir/cache" \
 	XDG_DATA_HOME="$dir/data" tini -s -- libvirtd >"$dir/libvirtd.log" 2>&1 &
 libvirtd_pid=$!
 uri="qemu:///session?socket=$dir/runtime/libvirt/libvirt-sock"
 i=0
-until virsh -c "$uri" version >/dev/null 2>&1; do
+until virsh -c "$uri" list --all >/dev/null 2>&1; do   # needs no QEMU
 	i=$((i + 1))
 	[ $i -lt 100 ] || { echo "libvirtd did not start"; cat "$dir/libvirtd.log"; fails=1; exit 1; }
 	sleep 0.1

@@ -293,8 +293,17 @@ class Env:
             os.chown(os.path.join(self.dir, d), pw.pw_uid, pw.pw_gid)
         os.chmod(os.path.join(self.dir, "runtime"), 0o700)
         d = self.dir
+        # libvirt looks for qemu-system-x86_64 in PATH whenever it needs
+        # the host's default emulator (virsh version, capabilities): give
+        # it ours, so that the suite never depends on, nor probes, a QEMU
+        # from the system.
+        bindir = os.path.join(d, "bin")
+        os.makedirs(bindir, exist_ok=True)
+        os.symlink(os.path.join(d, "qemu-wrapper"),
+                   os.path.join(bindir, "qemu-system-x86_64"))
         self.libvirtd = subprocess.Popen(
-            self.as_user() + ["env", "HOME=%s/home" % d,
+            self.as_user() + ["env", "PATH=%s:%s" % (bindir, os.environ["PATH"]),
+                              "HOME=%s/home" % d,
                               "XDG_CONFIG_HOME=%s/config" % d,
                               "XDG_RUNTIME_DIR=%s/runtime" % d,
                               "XDG_CACHE_HOME=%s/cache" % d,
@@ -303,7 +312,8 @@ class Env:
             stdout=open(os.path.join(d, "libvirtd.log"), "ab"),
             stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 30
-        while self.virsh("version", check=False).returncode != 0:
+        # Ready when it answers (a request that needs no QEMU).
+        while self.virsh("list", "--all", check=False).returncode != 0:
             if self.libvirtd.poll() is not None or time.time() > deadline:
                 raise Fail("libvirtd did not start (see %s/libvirtd.log)" % d)
             time.sleep(0.1)
