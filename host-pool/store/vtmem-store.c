@@ -75,8 +75,13 @@ struct VtmemStore {
     VtmemZpool *zpool;
     VtmemAccount acct;
     uint64_t self_cost;
-    GMutex compact_lock;  /* serialises compactions and guards the below */
-    uint64_t compactions, compacted_objects, compacted_bytes;
+    /* Compaction: one pass at a time, in bounded steps. */
+    GMutex compact_lock;  /* serialises compactions and guards the pass */
+    bool pass_active;
+    uint32_t pass_classes;  /* size classes begun in this pass */
+    uint64_t pass_cursor;   /* next slot to look at */
+    uint64_t pass_released;
+    _Atomic uint64_t compactions, compacted_objects, compacted_bytes;
 };
 
 /* One LZ4 state per thread: saves a 16 KiB stack frame per put. */
@@ -443,50 +448,121 @@ int vtmem_store_iterate(VtmemStore *store, VtmemStoreIterFn fn, void *opaque)
     return ret;
 }
 
-uint64_t vtmem_store_compact(VtmemStore *store)
+/*
+ * One step of the current compaction pass, at most budget units of work
+ * (compact_lock held). A pass first marks each size class's zspages to
+ * empty, then walks the slot table and offers every object to the zpool,
+ * which moves those that sit in marked zspages. Walking the table rather
+ * than keeping a slot number per object saves 4 bytes per stored page.
+ * Between steps, puts never land in marked zspages (they are off the
+ * partial lists), so no object is missed.
+ */
+static bool compact_step_locked(VtmemStore *store, uint64_t budget,
+                                uint64_t *released)
 {
-    uint64_t released = 0, moved = 0;
+    uint32_t nr_classes = vtmem_zpool_nr_classes(store->zpool);
+    uint64_t work = 0, moved = 0, freed = 0;
 
-    if (!store) {
-        return 0;
+    if (!store->pass_active) {
+        store->pass_active = true;
+        store->pass_classes = 0;
+        store->pass_cursor = 0;
+        store->pass_released = 0;
     }
-    g_mutex_lock(&store->compact_lock);
-    vtmem_zpool_compact_begin(store->zpool);
-    /*
-     * Walk the slot table rather than keep a slot number per object: that
-     * saves 4 bytes per stored page, and a compaction is rare and visits
-     * each stored page once anyway.
-     */
-    for (uint64_t ci = 0; ci < store->nr_chunks; ci++) {
+    while (store->pass_classes < nr_classes && work < budget) {
+        work += 1 + vtmem_zpool_compact_begin_class(store->zpool,
+                                                    store->pass_classes++);
+    }
+    while (store->pass_classes == nr_classes &&
+           store->pass_cursor < store->nr_slots && work < budget) {
+        uint64_t slot = store->pass_cursor;
+        uint64_t ci = slot >> CHUNK_SHIFT;
+        uint64_t chunk_end = MIN(store->nr_slots, (ci + 1) << CHUNK_SHIFT);
+        uint64_t end = chunk_end;
         Stripe *s = stripe_of(store, ci);
 
         g_mutex_lock(&s->lock);
         SlotChunk *c = store->chunks[ci];
-        for (unsigned i = 0; c && i < CHUNK_SLOTS; i++) {
+        if (!c) {
+            work++;
+        } else {
+            if (budget - work < chunk_end - slot) {
+                end = slot + (budget - work);
+            }
+            work += end - slot;
+        }
+        for (; c && slot < end; slot++) {
+            unsigned i = slot & (CHUNK_SLOTS - 1);
             if (slot_type(c, i) != SLOT_OBJECT) {
                 continue;
             }
             size_t len = c->entry[i] & LEN_MASK;
             VtmemZhandle h = c->entry[i] >> LEN_BITS;
-            if (vtmem_zpool_compact_move(store->zpool, &h, len, &released)) {
+            if (vtmem_zpool_compact_move(store->zpool, &h, len, &freed)) {
                 c->entry[i] = len | (h << LEN_BITS);
                 moved++;
             }
         }
         g_mutex_unlock(&s->lock);
+        store->pass_cursor = end;
+    }
+    store->pass_released += freed;
+    atomic_fetch_add_explicit(&store->compacted_objects, moved,
+                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&store->compacted_bytes, freed,
+                              memory_order_relaxed);
+    if (released) {
+        *released += freed;
+    }
+    if (store->pass_classes < nr_classes ||
+        store->pass_cursor < store->nr_slots) {
+        return false;
     }
     vtmem_zpool_compact_end(store->zpool);
 #ifdef __GLIBC__
     /* Freed zspages sit in the heap's free lists: hand them to the OS. */
-    if (released) {
+    if (store->pass_released) {
         malloc_trim(0);
     }
 #endif
-    store->compactions++;
-    store->compacted_objects += moved;
-    store->compacted_bytes += released;
+    store->pass_active = false;
+    atomic_fetch_add_explicit(&store->compactions, 1, memory_order_relaxed);
+    return true;
+}
+
+bool vtmem_store_compact_step(VtmemStore *store, uint64_t max_slots,
+                              uint64_t *released)
+{
+    bool done;
+
+    if (!store) {
+        return true;
+    }
+    g_mutex_lock(&store->compact_lock);
+    done = compact_step_locked(store, MAX(max_slots, 1), released);
+    g_mutex_unlock(&store->compact_lock);
+    return done;
+}
+
+uint64_t vtmem_store_compact(VtmemStore *store)
+{
+    uint64_t released = 0;
+
+    if (!store) {
+        return 0;
+    }
+    g_mutex_lock(&store->compact_lock);
+    if (store->pass_active) {
+        compact_step_locked(store, UINT64_MAX, &released);
+    }
+    compact_step_locked(store, UINT64_MAX, &released);
     g_mutex_unlock(&store->compact_lock);
     return released;
+}
+
+uint64_t vtmem_store_fragmentation(VtmemStore *store)
+{
+    return store ? vtmem_zpool_free_slot_bytes(store->zpool) : 0;
 }
 
 void vtmem_store_set_limit(VtmemStore *store, uint64_t limit)
@@ -522,11 +598,9 @@ void vtmem_store_get_stats(VtmemStore *store, VtmemStoreStats *stats)
     stats->memory_held = atomic_load(&store->acct.held);
     stats->metadata_bytes = atomic_load(&store->acct.metadata);
     stats->limit = atomic_load(&store->acct.limit);
-    g_mutex_lock(&store->compact_lock);
-    stats->compactions = store->compactions;
-    stats->compacted_objects = store->compacted_objects;
-    stats->compacted_bytes = store->compacted_bytes;
-    g_mutex_unlock(&store->compact_lock);
+    stats->compactions = atomic_load(&store->compactions);
+    stats->compacted_objects = atomic_load(&store->compacted_objects);
+    stats->compacted_bytes = atomic_load(&store->compacted_bytes);
 }
 
 uint64_t vtmem_store_memory_held(VtmemStore *store)

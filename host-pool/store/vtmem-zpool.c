@@ -54,7 +54,8 @@ typedef struct SizeClass {
     uint32_t partial_tail;
     uint32_t evac_head;    /* zspages being emptied by compaction */
     uint64_t zspages;
-    char pad[16];          /* keep classes on separate cache lines */
+    _Atomic uint64_t free_slots; /* in this class's zspages; read unlocked */
+    char pad[8];           /* keep classes on separate cache lines */
 } SizeClass;
 
 struct VtmemZpool {
@@ -411,6 +412,8 @@ static vtmem_status zspage_create(VtmemZpool *pool, SizeClass *cls,
     h->free_head = NO_IDX;
     list_add(pool, cls, &cls->partial_head, &cls->partial_tail, *id, false);
     cls->zspages++;
+    atomic_fetch_add_explicit(&cls->free_slots, cls->objs,
+                              memory_order_relaxed);
     atomic_fetch_add_explicit(&pool->zspages, 1, memory_order_relaxed);
     return VTMEM_OK;
 }
@@ -423,6 +426,8 @@ static uint64_t zspage_destroy(VtmemZpool *pool, SizeClass *cls, uint32_t id)
     g_free(zspage_data(pool, id));
     id_free(pool, id);
     cls->zspages--;
+    atomic_fetch_sub_explicit(&cls->free_slots, cls->objs,
+                              memory_order_relaxed);
     atomic_fetch_sub_explicit(&pool->zspages, 1, memory_order_relaxed);
     vtmem_account_release(pool->acct, cost, cost - (uint64_t)cls->pages * PAGE);
     return cost;
@@ -442,6 +447,7 @@ static VtmemZhandle slot_take(VtmemZpool *pool, SizeClass *cls)
     } else {
         idx = h->top++;
     }
+    atomic_fetch_sub_explicit(&cls->free_slots, 1, memory_order_relaxed);
     if (++h->inuse == cls->objs) {
         list_del(pool, cls, &cls->partial_head, &cls->partial_tail, id);
     }
@@ -461,6 +467,7 @@ static uint64_t slot_put(VtmemZpool *pool, SizeClass *cls, VtmemZhandle hd)
            sizeof(h->free_head));
     h->free_head = idx;
     h->inuse--;
+    atomic_fetch_add_explicit(&cls->free_slots, 1, memory_order_relaxed);
     if (h->inuse == 0) {
         if (evac) {
             list_del(pool, cls, &cls->evac_head, NULL, id);
@@ -526,40 +533,45 @@ static int by_inuse(const void *a, const void *b)
     return (x->inuse > y->inuse) - (x->inuse < y->inuse);
 }
 
-void vtmem_zpool_compact_begin(VtmemZpool *pool)
+uint32_t vtmem_zpool_nr_classes(VtmemZpool *pool)
 {
-    for (uint32_t c = 0; c < pool->nr_classes; c++) {
-        SizeClass *cls = &pool->classes[c];
-        GArray *use = g_array_new(FALSE, FALSE, sizeof(ZspageUse));
-        uint64_t room = 0, moving = 0;
+    return pool->nr_classes;
+}
 
-        g_mutex_lock(&cls->lock);
-        for (uint32_t id = cls->partial_head; id != NO_ID;) {
-            ZspageHeader *h = zspage_header(pool, cls, id);
-            ZspageUse u = { id, h->inuse };
-            g_array_append_val(use, u);
-            room += cls->objs - h->inuse;
-            id = h->next;
-        }
-        g_array_sort(use, by_inuse);
-        /*
-         * Empty the sparsest zspages while what they hold still fits in
-         * the free room of the zspages that stay.
-         */
-        for (guint i = 0; i < use->len; i++) {
-            ZspageUse *u = &g_array_index(use, ZspageUse, i);
-            room -= cls->objs - u->inuse;
-            if (moving + u->inuse > room) {
-                break;
-            }
-            moving += u->inuse;
-            list_del(pool, cls, &cls->partial_head, &cls->partial_tail, u->id);
-            list_add(pool, cls, &cls->evac_head, NULL, u->id, false);
-            zspage_header(pool, cls, u->id)->flags |= FLAG_EVAC;
-        }
-        g_mutex_unlock(&cls->lock);
-        g_array_free(use, TRUE);
+uint64_t vtmem_zpool_compact_begin_class(VtmemZpool *pool, uint32_t c)
+{
+    SizeClass *cls = &pool->classes[c];
+    GArray *use = g_array_new(FALSE, FALSE, sizeof(ZspageUse));
+    uint64_t room = 0, moving = 0, looked;
+
+    g_mutex_lock(&cls->lock);
+    for (uint32_t id = cls->partial_head; id != NO_ID;) {
+        ZspageHeader *h = zspage_header(pool, cls, id);
+        ZspageUse u = { id, h->inuse };
+        g_array_append_val(use, u);
+        room += cls->objs - h->inuse;
+        id = h->next;
     }
+    g_array_sort(use, by_inuse);
+    /*
+     * Empty the sparsest zspages while what they hold still fits in
+     * the free room of the zspages that stay.
+     */
+    for (guint i = 0; i < use->len; i++) {
+        ZspageUse *u = &g_array_index(use, ZspageUse, i);
+        room -= cls->objs - u->inuse;
+        if (moving + u->inuse > room) {
+            break;
+        }
+        moving += u->inuse;
+        list_del(pool, cls, &cls->partial_head, &cls->partial_tail, u->id);
+        list_add(pool, cls, &cls->evac_head, NULL, u->id, false);
+        zspage_header(pool, cls, u->id)->flags |= FLAG_EVAC;
+    }
+    g_mutex_unlock(&cls->lock);
+    looked = use->len;
+    g_array_free(use, TRUE);
+    return looked;
 }
 
 bool vtmem_zpool_compact_move(VtmemZpool *pool, VtmemZhandle *handle,
@@ -599,6 +611,18 @@ void vtmem_zpool_compact_end(VtmemZpool *pool)
         }
         g_mutex_unlock(&cls->lock);
     }
+}
+
+uint64_t vtmem_zpool_free_slot_bytes(VtmemZpool *pool)
+{
+    uint64_t bytes = 0;
+
+    for (uint32_t c = 0; pool && c < pool->nr_classes; c++) {
+        bytes += atomic_load_explicit(&pool->classes[c].free_slots,
+                                      memory_order_relaxed) *
+                 pool->classes[c].size;
+    }
+    return bytes;
 }
 
 uint64_t vtmem_zpool_zspages(VtmemZpool *pool)

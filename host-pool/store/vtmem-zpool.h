@@ -69,14 +69,17 @@ void vtmem_zpool_free(VtmemZpool *pool, VtmemZhandle handle, size_t size);
 
 /*
  * Compaction, in three steps (the caller serialises compactions):
- * begin marks, per class, the sparsest zspages whose objects fit into the
- * free room of the others; then the caller offers every live object to
+ * begin_class marks, for each class c < nr_classes, the sparsest zspages
+ * whose objects fit into the free room of the others (it returns how many
+ * zspages it looked at, a measure of its work); once every class is begun
+ * the caller offers every live object to
  * compact_move (with the handle locked against its other users), which
  * moves it if it sits in a marked zspage and updates *handle; end unmarks
  * what could not be emptied. Returns of compact_move: true if moved;
  * *released grows by the bytes given back when a zspage empties.
  */
-void vtmem_zpool_compact_begin(VtmemZpool *pool);
+uint32_t vtmem_zpool_nr_classes(VtmemZpool *pool);
+uint64_t vtmem_zpool_compact_begin_class(VtmemZpool *pool, uint32_t c);
 bool vtmem_zpool_compact_move(VtmemZpool *pool, VtmemZhandle *handle,
                               size_t size, uint64_t *released);
 void vtmem_zpool_compact_end(VtmemZpool *pool);
@@ -85,6 +88,8 @@ void vtmem_zpool_compact_end(VtmemZpool *pool);
 size_t vtmem_zpool_class_size(size_t size);     /* slot size for size */
 unsigned vtmem_zpool_class_pages(size_t size);  /* pages per zspage */
 uint64_t vtmem_zpool_zspages(VtmemZpool *pool); /* zspages held now */
+/* Bytes of free slots in the zspages held now; lock-free, may lag. */
+uint64_t vtmem_zpool_free_slot_bytes(VtmemZpool *pool);
 
 /* Where the allocator's bytes go (for benchmarks and tuning). */
 typedef struct VtmemZpoolUsage {

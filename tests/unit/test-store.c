@@ -508,6 +508,69 @@ static void test_compact(void)
     vtmem_store_free(s);
 }
 
+/*
+ * Compaction in bounded steps: fragmentation rises when half the objects
+ * go, a pass made of small steps gives it back, every byte survives; on a
+ * huge sparse store a pass takes many steps (each one bounded) and ends.
+ */
+static void test_compact_step(void)
+{
+    const unsigned n = 8000;
+    const uint64_t big = UINT64_C(1) << 32, budget = 4096;
+    VtmemStore *s = vtmem_store_new(big, UINT64_MAX);
+    unsigned char page[PAGE];
+    uint64_t released = 0, steps = 0;
+
+    g_assert_cmpuint(vtmem_store_fragmentation(s), ==, 0);
+    for (unsigned i = 0; i < n; i++) {
+        make_page(KIND_PARTIAL, i, page);
+        /* spread over the table: the walk has to cross it all */
+        g_assert_cmpint(vtmem_store_put(s, (uint64_t)i << 19, page), ==,
+                        VTMEM_OK);
+    }
+    uint64_t frag_full = vtmem_store_fragmentation(s);
+    g_assert_cmpuint(frag_full, <, vtmem_store_memory_held(s) / 10);
+    for (unsigned i = 0; i < n; i += 2) {
+        g_assert_cmpint(vtmem_store_invalidate(s, (uint64_t)i << 19), ==,
+                        VTMEM_OK);
+    }
+    VtmemStoreStats before = stats_of(s);
+    uint64_t frag = vtmem_store_fragmentation(s);
+    g_assert_cmpuint(frag, >, frag_full);
+    g_assert_cmpuint(frag, <, before.memory_held - before.metadata_bytes);
+    while (!vtmem_store_compact_step(s, budget, &released)) {
+        steps++;
+        g_assert_cmpuint(steps, <, 4 * big / budget);
+    }
+    steps++;
+    VtmemStoreStats after = stats_of(s);
+    g_test_message("pass of %" G_GUINT64_FORMAT " steps released %"
+                   G_GUINT64_FORMAT ", fragmentation %" G_GUINT64_FORMAT
+                   " -> %" G_GUINT64_FORMAT, steps, released, frag,
+                   vtmem_store_fragmentation(s));
+    /* Each step looked at <= budget units: at least one per 512 slots. */
+    g_assert_cmpuint(steps, >=, big / 512 / budget);
+    g_assert_cmpuint(after.compactions, ==, 1);
+    g_assert_cmpuint(released, >, 0);
+    g_assert_cmpuint(after.compacted_bytes, ==, released);
+    g_assert_cmpuint(after.memory_held, ==, before.memory_held - released);
+    g_assert_cmpuint(vtmem_store_fragmentation(s), <, frag);
+    for (unsigned i = 0; i < n; i++) {
+        make_page(KIND_PARTIAL, i, page);
+        if (i % 2) {
+            assert_slot_is(s, (uint64_t)i << 19, page);
+        } else {
+            g_assert_cmpint(vtmem_store_get(s, (uint64_t)i << 19, page), ==,
+                            VTMEM_ERR_NOENT);
+        }
+    }
+    /* The next call starts a new pass; NULL released is fine. */
+    g_assert_false(vtmem_store_compact_step(s, 1, NULL));
+    g_assert_true(vtmem_store_compact_step(NULL, 1, NULL));
+    g_assert_cmpuint(vtmem_store_fragmentation(NULL), ==, 0);
+    vtmem_store_free(s);
+}
+
 /* ---- randomised model-based test ---- */
 
 typedef struct ModelSlot {
@@ -952,6 +1015,7 @@ int main(int argc, char **argv)
     g_test_add_func("/store/iterate", test_iterate);
     g_test_add_func("/store/limit", test_limit);
     g_test_add_func("/store/compact", test_compact);
+    g_test_add_func("/store/compact-step", test_compact_step);
     g_test_add_func("/store/model", test_model);
     g_test_add_func("/store/metadata", test_metadata);
     g_test_add_func("/store/threads/disjoint", test_threads_disjoint);
