@@ -708,6 +708,20 @@ void vtmem_store_zpool_usage(VtmemStore *store, VtmemZpoolUsage *usage)
     vtmem_zpool_usage(store ? store->zpool : NULL, usage);
 }
 
+uint64_t vtmem_store_resident_bytes(VtmemStore *store)
+{
+    uint64_t bytes;
+
+    if (!store) {
+        return 0;
+    }
+    bytes = vtmem_zpool_resident_bytes(store->zpool);
+    g_mutex_lock(&store->table_lock);
+    bytes += vtmem_backing_resident(&store->table_backing);
+    g_mutex_unlock(&store->table_lock);
+    return bytes;
+}
+
 const char *vtmem_status_str(vtmem_status status)
 {
     switch (status) {
