@@ -323,16 +323,15 @@ vtmem_status vtmem_store_put(VtmemStore *store, uint64_t slot, const void *page)
         cp = st == VTMEM_OK ? chunk_ref(store, ci) : NULL;
     }
     g_mutex_lock(&s->lock);
-    if (cp) {
-        c = *cp;
-    }
-    if (st != VTMEM_OK) {
-        /* refused above */
-    } else if (c) {
+    c = cp ? *cp : NULL;
+    if (c) {
         /* Old copy goes first: a refused put must leave the slot empty. */
         slot_drop(store, s, c, i);
-    } else if ((st = chunk_new(store, &c)) == VTMEM_OK) {
-        *cp = c;
+    } else if (st == VTMEM_OK) {
+        st = chunk_new(store, &c);
+        if (st == VTMEM_OK) {
+            *cp = c;
+        }
     }
     /* Accept only if memory held after the put is within the limit. */
     if (st == VTMEM_OK && vtmem_account_over(&store->acct)) {

@@ -942,7 +942,7 @@ static void test_rss_six_threads(void)
     }
     g_mutex_unlock(&t.lock);
     t.rss0 = process_rss();
-    t.store = vtmem_store_new(UINT64_C(1) << 22, scaled(64) * MIB);
+    t.store = vtmem_store_new(UINT64_C(1) << 22, scaled(32) * MIB);
     for (int i = 0; i < NR; i++) {
         g_mutex_lock(&t.lock);
         t.turn = i;
