@@ -548,7 +548,10 @@ int vtmem_store_iterate(VtmemStore *store, VtmemStoreIterFn fn, void *opaque)
  * which moves those that sit in marked zspages. Walking the table rather
  * than keeping a slot number per object saves 4 bytes per stored page.
  * Between steps, puts never land in marked zspages (they are off the
- * partial lists), so no object is missed.
+ * partial lists), so no object is missed; their free slots are out of use
+ * until the pass ends. Units of work: a slot looked at, an untouched leaf
+ * or chunk skipped, a partial zspage sorted when a class is marked (one
+ * class's marking is not split, so a step may overrun by that much).
  */
 static bool compact_step_locked(VtmemStore *store, uint64_t budget,
                                 uint64_t *released)
