@@ -94,8 +94,9 @@ static uint32_t slots_per(uint32_t pages, uint32_t size)
 /*
  * Pages per zspage for a slot size: the fewest pages whose tail waste is
  * within SHAPE_SLACK of the least possible and that hold MIN_SLOTS objects
- * (a zspage's directory entry, 32 bytes, is shared by its objects). Fewer pages matter: after compaction each class keeps about
- * one partly filled zspage.
+ * (a zspage's directory entry, 32 bytes, is shared by its objects). Fewer
+ * pages matter: after compaction each class keeps about one partly filled
+ * zspage.
  */
 static void class_shape(uint32_t size, uint32_t *pages, uint32_t *objs)
 {
