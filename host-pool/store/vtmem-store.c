@@ -231,6 +231,20 @@ static vtmem_status chunk_new(VtmemStore *store, SlotChunk **chunk)
     return VTMEM_OK;
 }
 
+/* Count an object of len bytes in or out of stripe s's figures. */
+static void object_counted(Stripe *s, size_t len, bool in)
+{
+    uint64_t *bytes = len == PAGE ? &s->raw_bytes : &s->compressed_bytes;
+
+    if (in) {
+        *bytes += len;
+        s->raw += len == PAGE;
+    } else {
+        *bytes -= len;
+        s->raw -= len == PAGE;
+    }
+}
+
 /* Empty slot i of chunk (stripe s locked). False if it held nothing. */
 static bool slot_drop(VtmemStore *store, Stripe *s, SlotChunk *c, unsigned i)
 {
@@ -244,12 +258,7 @@ static bool slot_drop(VtmemStore *store, Stripe *s, SlotChunk *c, unsigned i)
     } else {
         size_t len = c->entry[i] & LEN_MASK;
         vtmem_zpool_free(store->zpool, c->entry[i] >> LEN_BITS, len);
-        if (len == PAGE) {
-            s->raw--;
-            s->raw_bytes -= len;
-        } else {
-            s->compressed_bytes -= len;
-        }
+        object_counted(s, len, false);
     }
     set_slot_type(c, i, SLOT_EMPTY);
     c->entry[i] = 0;
@@ -275,6 +284,31 @@ static void chunk_release_if_empty(VtmemStore *store, SlotChunk **cp)
         g_mutex_unlock(&store->table_lock);
         vtmem_account_release(&store->acct, PAGE, PAGE);
     }
+}
+
+/*
+ * Overwrite slot i's object with len bytes at src if they take a slot of
+ * the same size class (stripe s locked): no zspage is freed or made, and
+ * memory_held does not change. False (nothing done) otherwise, or if the
+ * store is over its limit (then the put must be refused as usual).
+ */
+static bool replace_in_place(VtmemStore *store, Stripe *s, SlotChunk *c,
+                             unsigned i, const void *src, size_t len)
+{
+    size_t old = c->entry[i] & LEN_MASK;
+    VtmemZhandle handle = c->entry[i] >> LEN_BITS;
+
+    if (slot_type(c, i) != SLOT_OBJECT ||
+        !vtmem_zpool_same_class(store->zpool, old, len) ||
+        vtmem_account_over(&store->acct)) {
+        return false;
+    }
+    memcpy(vtmem_zpool_map(store->zpool, handle, len), src, len);
+    c->entry[i] = len | (handle << LEN_BITS);
+    object_counted(s, old, false);
+    object_counted(s, len, true);
+    s->puts++;
+    return true;
 }
 
 vtmem_status vtmem_store_put(VtmemStore *store, uint64_t slot, const void *page)
@@ -324,6 +358,10 @@ vtmem_status vtmem_store_put(VtmemStore *store, uint64_t slot, const void *page)
     }
     g_mutex_lock(&s->lock);
     c = cp ? *cp : NULL;
+    if (c && !same && replace_in_place(store, s, c, i, src, len)) {
+        g_mutex_unlock(&s->lock);
+        return VTMEM_OK;
+    }
     if (c) {
         /* Old copy goes first: a refused put must leave the slot empty. */
         slot_drop(store, s, c, i);
@@ -349,12 +387,7 @@ vtmem_status vtmem_store_put(VtmemStore *store, uint64_t slot, const void *page)
             memcpy(vtmem_zpool_map(store->zpool, handle, len), src, len);
             c->entry[i] = len | (handle << LEN_BITS);
             set_slot_type(c, i, SLOT_OBJECT);
-            if (len == PAGE) {
-                s->raw++;
-                s->raw_bytes += len;
-            } else {
-                s->compressed_bytes += len;
-            }
+            object_counted(s, len, true);
         }
         c->used++;
         s->stored++;

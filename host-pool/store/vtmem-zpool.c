@@ -168,6 +168,11 @@ static SizeClass *class_for(VtmemZpool *pool, size_t size)
     return &pool->classes[pool->class_of_step[(size + STEP - 1) / STEP]];
 }
 
+bool vtmem_zpool_same_class(VtmemZpool *pool, size_t a, size_t b)
+{
+    return class_for(pool, a) == class_for(pool, b);
+}
+
 static uint64_t zspage_bytes(const SizeClass *cls)
 {
     return (uint64_t)cls->pages * PAGE;

@@ -67,6 +67,13 @@ vtmem_status vtmem_zpool_alloc(VtmemZpool *pool, size_t size,
 /* The object's bytes (size must be what it was allocated with). */
 void *vtmem_zpool_map(VtmemZpool *pool, VtmemZhandle handle, size_t size);
 
+/*
+ * True if objects of sizes a and b (1..4096) take the same slots: an
+ * object of size a may then be overwritten with b bytes in place, and
+ * mapped and freed with size b from then on.
+ */
+bool vtmem_zpool_same_class(VtmemZpool *pool, size_t a, size_t b);
+
 void vtmem_zpool_free(VtmemZpool *pool, VtmemZhandle handle, size_t size);
 
 /*

@@ -345,6 +345,37 @@ static void test_replace(void)
     vtmem_store_free(s);
 }
 
+/*
+ * A page replacing one of the same size class is written in place: no
+ * memory taken or given back. Over the limit, it is refused all the same
+ * and the slot is left empty.
+ */
+static void test_replace_in_place(void)
+{
+    VtmemStore *s = vtmem_store_new(16, UINT64_MAX);
+    unsigned char a[PAGE], b[PAGE];
+
+    make_page(KIND_RANDOM, 1, a);
+    make_page(KIND_RANDOM, 2, b);
+    g_assert_cmpint(vtmem_store_put(s, 5, a), ==, VTMEM_OK);
+    uint64_t held = vtmem_store_memory_held(s);
+    g_assert_cmpint(vtmem_store_put(s, 5, b), ==, VTMEM_OK);
+    g_assert_cmpuint(vtmem_store_memory_held(s), ==, held);
+    assert_slot_is(s, 5, b);
+    VtmemStoreStats st = stats_of(s);
+    g_assert_cmpuint(st.raw_pages, ==, 1);
+    g_assert_cmpuint(st.raw_bytes, ==, PAGE);
+    g_assert_cmpuint(st.puts, ==, 2);
+    vtmem_store_set_limit(s, held - 1);
+    g_assert_cmpint(vtmem_store_put(s, 5, a), ==, VTMEM_ERR_NOSPACE);
+    g_assert_cmpint(vtmem_store_get(s, 5, a), ==, VTMEM_ERR_NOENT);
+    st = stats_of(s);
+    g_assert_cmpuint(st.stored_pages, ==, 0);
+    g_assert_cmpuint(st.raw_bytes, ==, 0);
+    g_assert_cmpuint(st.refusals, ==, 1);
+    vtmem_store_free(s);
+}
+
 static int collect(uint64_t slot, const void *page, void *opaque)
 {
     GArray *a = opaque;
@@ -1293,6 +1324,7 @@ int main(int argc, char **argv)
     g_test_add_func("/store/kinds", test_kinds);
     g_test_add_func("/store/lengths", test_lengths);
     g_test_add_func("/store/replace", test_replace);
+    g_test_add_func("/store/replace-in-place", test_replace_in_place);
     g_test_add_func("/store/iterate", test_iterate);
     g_test_add_func("/store/limit", test_limit);
     g_test_add_func("/store/compact", test_compact);
