@@ -60,6 +60,10 @@ typedef struct SlotChunk {
 
 _Static_assert(sizeof(SlotChunk) == PAGE, "a chunk is one page");
 
+/* A leaf: LEAF_CHUNKS chunk pointers. Published once, atomically. */
+typedef SlotChunk **SlotLeaf;
+typedef _Atomic(SlotLeaf) SlotLeafRef;
+
 typedef struct Stripe {
     GMutex lock;
     uint64_t stored, same, raw, compressed_bytes, raw_bytes;
@@ -73,7 +77,7 @@ struct VtmemStore {
     uint64_t nr_slots;
     uint64_t nr_chunks;
     uint64_t nr_leaves;
-    _Atomic(SlotChunk **) *leaves;  /* set once, never freed before the end */
+    SlotLeafRef *leaves;            /* set once, freed with the store */
     GMutex table_lock;              /* guards table_backing */
     VtmemBacking table_backing;     /* the chunks' pages */
     Stripe *stripes;
@@ -127,7 +131,7 @@ VtmemStore *vtmem_store_new(uint64_t nr_slots, uint64_t limit)
     store->nr_slots = nr_slots;
     store->nr_chunks = (nr_slots + CHUNK_SLOTS - 1) / CHUNK_SLOTS;
     store->nr_leaves = (store->nr_chunks + LEAF_CHUNKS - 1) / LEAF_CHUNKS;
-    store->leaves = g_try_new0(_Atomic(SlotChunk **), store->nr_leaves);
+    store->leaves = g_try_new0(SlotLeafRef, store->nr_leaves);
     store->stripes = g_aligned_alloc0(NR_STRIPES, sizeof(Stripe), 64);
     atomic_init(&store->acct.held, 0);
     atomic_init(&store->acct.metadata, 0);
