@@ -466,7 +466,9 @@ static void test_restart(void)
 }
 
 /* A device that starts while the daemon is down runs on its own limit
- * and registers when the daemon appears.
+ * and registers when the daemon appears (in the daemon's grace period,
+ * where what a registering device holds is believed up to its cap and
+ * the pool).
  */
 static void test_standalone(void)
 {
@@ -479,7 +481,7 @@ static void test_standalone(void)
     dev_use(&a, 10 * MiB, VTMEM_POOL_WANT_AUTO);
     spin(150);
     g_assert_false(a.connected);
-    daemon_start(&d, "8M", 0, NULL);
+    daemon_start(&d, "8M", 2000, NULL);
     WAIT_FOR(a.connected, 5000);
     WAIT_FOR(a.limit == 8 * MiB, 2000);
     g_assert_cmpuint(status_pool(&d, "charged"), ==, 10 * MiB);
@@ -829,20 +831,26 @@ static void test_ack_frees(void)
     l = raw_read_line(s);
     g_assert_true(g_str_has_prefix(l, "WELCOME "));
     g_free(l);
-    /* counted as the baseline, not 2^64-1; raised to its want */
+    /* counted as the baseline, not 2^64-1, and lowered to its grant */
     l = raw_read_line(s);
-    g_assert_cmpstr(l, ==, "LIMIT 1 50331648");
+    g_assert_cmpstr(l, ==, "LIMIT 1 0");
     g_free(l);
+    g_assert_cmpuint(status_pool(&d, "charged"), ==, 20 * MiB);
     raw_write(s, "ACK 1 0\n");
+    /* then raised to its want */
+    l = raw_read_line(s);
+    g_assert_cmpstr(l, ==, "LIMIT 2 50331648");
+    g_free(l);
+    raw_write(s, "ACK 2 0\n");
     WAIT_FOR(status_pool(&d, "charged") == 64 * MiB, 2000);
     /* A wants more: B is lowered, and A gets nothing until B confirms */
     dev_use(&a, 0, 64 * MiB);
     l = raw_read_line(s);
-    g_assert_cmpstr(l, ==, "LIMIT 2 33554432");
+    g_assert_cmpstr(l, ==, "LIMIT 3 33554432");
     g_free(l);
     spin(300);
     g_assert_cmpuint(a.limit, ==, 16 * MiB);
-    raw_write(s, "ACK 2 0\n");
+    raw_write(s, "ACK 3 0\n");
     WAIT_FOR(a.limit == 32 * MiB, 2000);
     /* an ACK nobody asked for is a protocol error */
     raw_write(s, "ACK 7 0\n");
