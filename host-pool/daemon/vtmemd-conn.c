@@ -107,65 +107,17 @@ uint64_t total_charge(Daemon *d)
 
 /* ---- output ---- */
 
-static gboolean conn_out_ready(gint fd, GIOCondition cond, gpointer data);
-
-static void conn_flush(Conn *c)
-{
-    while (c->fd >= 0 && c->out->len > 0 && !c->doomed) {
-        ssize_t n = send(c->fd, c->out->str, c->out->len,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
-
-        if (n > 0) {
-            g_string_erase(c->out, 0, n);
-        } else if (n < 0 && errno == EINTR) {
-            continue;
-        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (!c->out_src) {
-                c->out_src = g_unix_fd_add(c->fd, G_IO_OUT, conn_out_ready, c);
-            }
-            return;
-        } else {
-            conn_doom(c, n < 0 ? g_strerror(errno) : "send failed");
-            return;
-        }
-    }
-    if (c->out_src && c->out->len == 0) {
-        g_source_remove(c->out_src);
-        c->out_src = 0;
-    }
-}
-
-static gboolean conn_out_ready(gint fd, GIOCondition cond, gpointer data)
-{
-    Conn *c = data;
-
-    (void)fd;
-    (void)cond;
-    c->out_src = 0;         /* this source ends here */
-    conn_flush(c);
-    if (c->out->len > 0 && !c->doomed && !c->out_src) {
-        c->out_src = g_unix_fd_add(c->fd, G_IO_OUT, conn_out_ready, c);
-    }
-    return G_SOURCE_REMOVE;
-}
-
 /* Queue a line. Without an fd (the fuzzer) the output stays queued. */
 void conn_send(Conn *c, const char *fmt, ...)
 {
     va_list ap;
 
-    if (c->doomed || c->kind == CONN_GHOST) {
+    if (c->doomed || !c->lc) {
         return;
     }
     va_start(ap, fmt);
-    g_string_append_vprintf(c->out, fmt, ap);
+    vtmem_line_conn_sendv(c->lc, fmt, ap);
     va_end(ap);
-    g_string_append_c(c->out, '\n');
-    if (c->out->len > VTMEM_POOL_MAX_OUTBUF) {
-        conn_doom(c, "peer does not read its replies");
-        return;
-    }
-    conn_flush(c);
 }
 
 /* ---- lifetime ---- */
@@ -176,13 +128,8 @@ void conn_doom(Conn *c, const char *reason)
         return;
     }
     c->doomed = g_strdup(reason);
-    if (c->in_src) {
-        g_source_remove(c->in_src);
-        c->in_src = 0;
-    }
-    if (c->out_src) {
-        g_source_remove(c->out_src);
-        c->out_src = 0;
+    if (c->lc) {
+        vtmem_line_conn_close(c->lc);
     }
     if (c->hello_src) {
         g_source_remove(c->hello_src);
@@ -223,26 +170,15 @@ static guint count_of(GHashTable *t, guint key)
 
 static void conn_free(Conn *c)
 {
-    if (c->in_src) {
-        g_source_remove(c->in_src);
-    }
-    if (c->out_src) {
-        g_source_remove(c->out_src);
-    }
+    vtmem_line_conn_free(c->lc);
     if (c->hello_src) {
         g_source_remove(c->hello_src);
     }
     if (c->pidfd_src) {
         g_source_remove(c->pidfd_src);
     }
-    if (c->fd >= 0) {
-        close(c->fd);
-    }
     if (c->pidfd >= 0) {
         close(c->pidfd);
-    }
-    if (c->out) {
-        g_string_free(c->out, TRUE);
     }
     g_free(c->doomed);
     g_free(c->name);
@@ -314,12 +250,7 @@ static void conn_become_ghost(Conn *c)
              G_GUINT64_FORMAT " bytes until it exits or re-registers",
              c->doomed, conn_charge(c));
     g_clear_pointer(&c->doomed, g_free);
-    if (c->fd >= 0) {
-        close(c->fd);
-        c->fd = -1;
-    }
-    c->rd.len = 0;
-    g_string_truncate(c->out, 0);
+    g_clear_pointer(&c->lc, vtmem_line_conn_free);
     if (c->pidfd >= 0) {
         c->pidfd_src = g_unix_fd_add(c->pidfd, G_IO_IN, ghost_exited, c);
     } else {
@@ -395,70 +326,37 @@ static void handle_line(Conn *c, const char *line)
     }
 }
 
-/* Handle the complete lines in the reader. */
-static void conn_handle_lines(Conn *c)
+static void conn_line(void *opaque, const char *line)
 {
-    char line[VTMEM_POOL_MAX_LINE];
-    const char *why = NULL;
+    Conn *c = opaque;
 
-    while (!c->doomed) {
-        VtmemLineResult r = vtmem_line_reader_next(&c->rd, line, &why);
-
-        if (r == VTMEM_LINE_NONE) {
-            break;
-        }
-        if (r == VTMEM_LINE_ERROR) {
-            conn_fail(c, why);
-            break;
-        }
+    if (!c->doomed) {
         handle_line(c, line);
     }
 }
 
-/* Bytes from the peer, as read() would give them (the fuzzer's entry). */
-void conn_input(Conn *c, const char *data, size_t len)
+static void conn_closed(void *opaque, const char *why, bool protocol)
 {
-    while (len > 0 && !c->doomed) {
-        size_t room = sizeof(c->rd.buf) - c->rd.len;
-        size_t n = len < room ? len : room;
+    Conn *c = opaque;
 
-        memcpy(c->rd.buf + c->rd.len, data, n);
-        c->rd.len += n;
-        data += n;
-        len -= n;
-        conn_handle_lines(c);
-        if (n == 0) {
-            break;
-        }
+    if (protocol) {
+        conn_fail(c, why);
+    } else {
+        conn_doom(c, why);
     }
 }
 
-static gboolean conn_in_ready(gint fd, GIOCondition cond, gpointer data)
-{
-    Conn *c = data;
-    ssize_t n;
+static const VtmemLineConnOps conn_ops = {
+    .line = conn_line,
+    .closed = conn_closed,
+};
 
-    (void)cond;
-    n = vtmem_line_reader_fill(&c->rd, fd);
-    if (n == 0) {
-        c->in_src = 0;
-        conn_doom(c, c->rd.len ? "end of file inside a line" : "end of file");
-        return G_SOURCE_REMOVE;
+/* Bytes from the peer, as read() would give them (the fuzzer's entry). */
+void conn_input(Conn *c, const char *data, size_t len)
+{
+    if (c->lc) {
+        vtmem_line_conn_feed(c->lc, data, len);
     }
-    if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            return G_SOURCE_CONTINUE;
-        }
-        c->in_src = 0;
-        conn_doom(c, g_strerror(errno));
-        return G_SOURCE_REMOVE;
-    }
-    conn_handle_lines(c);
-    if (c->doomed) {
-        c->in_src = 0;   /* conn_doom removed it already: it is gone */
-        return G_SOURCE_REMOVE;
-    }
-    return G_SOURCE_CONTINUE;
 }
 
 static gboolean hello_timeout(gpointer data)
@@ -477,16 +375,14 @@ Conn *conn_add(Daemon *d, int fd, uid_t uid, gid_t gid, pid_t pid, int pidfd)
 
     c->d = d;
     c->id = ++d->next_id;
-    c->fd = fd;
     c->pidfd = pidfd;
     c->uid = uid;
     c->gid = gid;
     c->pid = pid;
     c->trusted = uid == 0 || uid == geteuid();
-    c->out = g_string_new(NULL);
+    c->lc = vtmem_line_conn_new(fd, NULL, VTMEM_POOL_MAX_OUTBUF, &conn_ops,
+                                c);
     if (fd >= 0) {
-        c->in_src = g_unix_fd_add(fd, G_IO_IN | G_IO_HUP | G_IO_ERR,
-                                  conn_in_ready, c);
         c->hello_src = g_timeout_add(VTMEM_POOL_HELLO_TIMEOUT_MS,
                                      hello_timeout, c);
     }

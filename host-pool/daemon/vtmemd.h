@@ -20,6 +20,7 @@
 #include <glib.h>
 
 #include "vtmem-pool-proto.h"
+#include "vtmem-line-conn.h"
 #include "vtmem-pool-util.h"
 
 /* A device may hold this much above its lease: the store's fixed costs
@@ -54,10 +55,8 @@ typedef struct Conn {
     Daemon *d;
     guint64 id;
     ConnKind kind;
-    int fd;             /* -1: none (ghost; fuzzer) */
-    guint in_src, out_src, hello_src, pidfd_src;
-    VtmemLineReader rd;
-    GString *out;
+    VtmemLineConn *lc;  /* the socket (fd -1 in the fuzzer); NULL: ghost */
+    guint hello_src, pidfd_src;
     uid_t uid;
     gid_t gid;
     pid_t pid;

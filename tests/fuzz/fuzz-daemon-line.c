@@ -82,12 +82,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
             conn_input(c, (const char *)data + i, len);
             i += len;
-            g_string_truncate(c->out, 0);
+            if (c->lc) {
+                g_string_truncate(vtmem_line_conn_output(c->lc), 0);
+            }
             break;
         }
         case 4:
-            conn_doom(c, c->rd.len ? "end of file inside a line"
-                                   : "end of file");
+            conn_doom(c, c->lc && vtmem_line_conn_partial(c->lc)
+                         ? "end of file inside a line" : "end of file");
             break;
         case 5:
             for (int n = 0; n < 4; n++) {
