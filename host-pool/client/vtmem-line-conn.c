@@ -360,7 +360,7 @@ static bool request_read(int fd, GPtrArray *lines,
             return false;
         }
         n = vtmem_line_reader_fill(&rd, fd);
-        if (n == 0) {
+        if (n == 0 || (n < 0 && errno == ECONNRESET)) {
             g_set_error(error, VTMEM_LINE_REQUEST_ERROR, VTMEM_LINE_REQUEST_ERROR_CLOSED,
                         "connection closed before the reply ended");
             return false;

@@ -6,6 +6,7 @@
 #define G_LOG_USE_STRUCTURED 1
 
 #include "vtmem-pool-client.h"
+#include "vtmem-line-conn.h"
 #include "vtmem-pool-util.h"
 
 #include <errno.h>
@@ -13,8 +14,6 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
-
-#include <glib-unix.h>
 
 struct VtmemPoolClient {
     GMainContext *ctx;
@@ -24,11 +23,8 @@ struct VtmemPoolClient {
     VtmemPoolClientOps ops;
     void *opaque;
 
-    int fd;
-    GSource *in_src, *out_src, *retry_src;
-    VtmemLineReader rd;
-    GString *out;
-    bool registered;    /* socket connected and REGISTER sent */
+    VtmemLineConn *lc;  /* NULL: not connected */
+    GSource *retry_src;
     bool welcomed;      /* WELCOME received */
     guint backoff_ms;
 
@@ -102,21 +98,16 @@ static void drop_source(GSource **s)
     }
 }
 
+/* Also from inside the connection's callbacks (it is refcounted). */
 static void client_disconnect(VtmemPoolClient *c, const char *why)
 {
     bool was = c->welcomed;
 
-    if (c->fd < 0) {
+    if (!c->lc) {
         return;
     }
     g_debug("disconnected from %s: %s", c->path, why);
-    drop_source(&c->in_src);
-    drop_source(&c->out_src);
-    close(c->fd);
-    c->fd = -1;
-    c->rd.len = 0;
-    g_string_truncate(c->out, 0);
-    c->registered = false;
+    g_clear_pointer(&c->lc, vtmem_line_conn_free);
     c->welcomed = false;
     schedule_retry(c);
     if (was && c->ops.connection_changed) {
@@ -124,67 +115,20 @@ static void client_disconnect(VtmemPoolClient *c, const char *why)
     }
 }
 
-static gboolean out_ready(gint fd, GIOCondition cond, gpointer data);
-
-static bool client_flush(VtmemPoolClient *c)
-{
-    while (c->out->len > 0) {
-        ssize_t n = send(c->fd, c->out->str, c->out->len, MSG_NOSIGNAL | MSG_DONTWAIT);
-
-        if (n > 0) {
-            g_string_erase(c->out, 0, n);
-        } else if (n < 0 && errno == EINTR) {
-            continue;
-        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (!c->out_src) {
-                c->out_src = g_unix_fd_source_new(c->fd, G_IO_OUT);
-                g_source_set_callback(c->out_src, G_SOURCE_FUNC(out_ready), c, NULL);
-                g_source_attach(c->out_src, c->ctx);
-            }
-            return true;
-        } else {
-            client_disconnect(c, n < 0 ? g_strerror(errno) : "send failed");
-            return false;
-        }
-    }
-    drop_source(&c->out_src);
-    return true;
-}
-
-static gboolean out_ready(gint fd, GIOCondition cond, gpointer data)
-{
-    VtmemPoolClient *c = data;
-
-    (void)fd;
-    (void)cond;
-    g_source_ref(c->out_src);   /* client_flush may destroy it */
-    {
-        GSource *s = c->out_src;
-
-        client_flush(c);
-        g_source_unref(s);
-    }
-    return G_SOURCE_CONTINUE;
-}
-
 static bool client_send(VtmemPoolClient *c, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 
 static bool client_send(VtmemPoolClient *c, const char *fmt, ...)
 {
     va_list ap;
+    bool ok;
 
-    if (c->fd < 0) {
+    if (!c->lc) {
         return false;
     }
     va_start(ap, fmt);
-    g_string_append_vprintf(c->out, fmt, ap);
+    ok = vtmem_line_conn_sendv(c->lc, fmt, ap);
     va_end(ap);
-    g_string_append_c(c->out, '\n');
-    if (c->out->len > VTMEM_POOL_MAX_OUTBUF) {
-        client_disconnect(c, "daemon does not read");
-        return false;
-    }
-    return client_flush(c);
+    return ok;
 }
 
 static void send_update(VtmemPoolClient *c)
@@ -236,7 +180,7 @@ static void handle_line(VtmemPoolClient *c, const char *line)
         c->lease = v[1];
         c->limit = effective_limit(c);
         held = c->ops.set_limit(c->opaque, c->limit);
-        if (c->fd < 0) {
+        if (!c->lc) {
             return;     /* the callback freed nothing, but may have disconnected */
         }
         c->held = held;
@@ -253,33 +197,21 @@ static void handle_line(VtmemPoolClient *c, const char *line)
     }
 }
 
-static gboolean in_ready(gint fd, GIOCondition cond, gpointer data)
+static void conn_line(void *opaque, const char *line)
 {
-    VtmemPoolClient *c = data;
-    char line[VTMEM_POOL_MAX_LINE];
-    const char *why;
-    ssize_t n;
-
-    (void)cond;
-    n = vtmem_line_reader_fill(&c->rd, fd);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-        client_disconnect(c, n == 0 ? "end of file" : g_strerror(errno));
-        return G_SOURCE_REMOVE;   /* already destroyed */
-    }
-    while (c->fd == fd) {
-        VtmemLineResult r = vtmem_line_reader_next(&c->rd, line, &why);
-
-        if (r == VTMEM_LINE_NONE) {
-            break;
-        }
-        if (r == VTMEM_LINE_ERROR) {
-            client_disconnect(c, why);
-            break;
-        }
-        handle_line(c, line);
-    }
-    return c->fd == fd ? G_SOURCE_CONTINUE : G_SOURCE_REMOVE;
+    handle_line(opaque, line);
 }
+
+static void conn_closed(void *opaque, const char *why, bool protocol)
+{
+    (void)protocol;
+    client_disconnect(opaque, why);
+}
+
+static const VtmemLineConnOps conn_ops = {
+    .line = conn_line,
+    .closed = conn_closed,
+};
 
 /*
  * The daemon exists but cannot take us now (its backlog is full): from
@@ -329,11 +261,8 @@ static void client_connect(VtmemPoolClient *c)
         schedule_retry(c);
         return;
     }
-    c->fd = fd;
-    c->registered = true;
-    c->in_src = g_unix_fd_source_new(fd, G_IO_IN | G_IO_HUP | G_IO_ERR);
-    g_source_set_callback(c->in_src, G_SOURCE_FUNC(in_ready), c, NULL);
-    g_source_attach(c->in_src, c->ctx);
+    c->lc = vtmem_line_conn_new(fd, c->ctx, VTMEM_POOL_MAX_OUTBUF, &conn_ops,
+                                c);
     if (c->first_attempt) {
         /* The device has not applied any limit yet: from now on the
          * daemon decides. (A device that ran standalone keeps its limit
@@ -387,8 +316,6 @@ VtmemPoolClient *vtmem_pool_client_new(const char *socket_path, const char *name
     g_strlcpy(c->uuid, uuid, sizeof(c->uuid));
     c->ops = *ops;
     c->opaque = opaque;
-    c->fd = -1;
-    c->out = g_string_new(NULL);
     c->backoff_ms = VTMEM_POOL_RECONNECT_MIN_MS;
     c->granule = VTMEM_POOL_GRANULE;
     c->cap = cap;
@@ -407,7 +334,7 @@ void vtmem_pool_client_update(VtmemPoolClient *c, uint64_t held, uint64_t wanted
 
     c->held = held;
     c->demand = wanted != VTMEM_POOL_WANT_AUTO ? wanted : auto_demand(c, held);
-    if (c->fd < 0) {
+    if (!c->lc) {
         return;     /* sent with the next REGISTER */
     }
     dh = held > c->sent_held ? held - c->sent_held : c->sent_held - held;
@@ -422,7 +349,7 @@ uint64_t vtmem_pool_client_set_cap(VtmemPoolClient *c, uint64_t cap)
 {
     c->cap = cap;
     c->limit = effective_limit(c);
-    if (c->fd >= 0 && cap != c->sent_cap) {
+    if (c->lc && cap != c->sent_cap) {
         send_update(c);
     }
     return c->limit;
@@ -443,16 +370,10 @@ void vtmem_pool_client_free(VtmemPoolClient *c)
     if (!c) {
         return;
     }
-    if (c->fd >= 0) {
-        /* Best effort: the daemon also notices the process exit. */
-        g_string_append(c->out, VTMEM_POOL_MSG_BYE "\n");
-        (void)!send(c->fd, c->out->str, c->out->len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        drop_source(&c->in_src);
-        drop_source(&c->out_src);
-        close(c->fd);
-    }
+    /* Best effort: the daemon also notices the process exit. */
+    client_send(c, VTMEM_POOL_MSG_BYE);
+    vtmem_line_conn_free(c->lc);
     drop_source(&c->retry_src);
-    g_string_free(c->out, TRUE);
     g_main_context_unref(c->ctx);
     g_free(c->path);
     g_free(c->name);

@@ -24,6 +24,7 @@
 #include <glib.h>
 #include <glib/gstdio.h>
 
+#include "vtmem-line-conn.h"
 #include "vtmem-pool-client.h"
 #include "vtmem-pool-util.h"
 #include "vtmemd-harness.h"
@@ -298,28 +299,25 @@ static void raw_write(int s, const char *text)
     g_assert_cmpint(write(s, text, strlen(text)), ==, (ssize_t)strlen(text));
 }
 
-/* One control command; returns the reply lines up to OK/ERR/END. */
+static bool reply_end(const char *line)
+{
+    return strcmp(line, "OK") == 0 || strcmp(line, "END") == 0 ||
+           g_str_has_prefix(line, "ERR");
+}
+
+/* One control command (through the blocking line request vtmemctl
+ * uses); returns the reply lines up to OK/ERR/END, '\n' after each.
+ */
 static char *control(Daemon *d, const char *cmd)
 {
-    int s = raw_connect(d->sock);
-    GString *all = g_string_new(NULL);
-    char *line;
+    g_autoptr(GError) err = NULL;
+    g_auto(GStrv) lines = vtmem_line_request(d->sock, cmd, reply_end,
+                                             3000 * time_scale, &err);
+    g_autofree char *joined = NULL;
 
-    g_assert_cmpint(s, >=, 0);
-    raw_write(s, cmd);
-    raw_write(s, "\n");
-    while ((line = raw_read_line(s))) {
-        bool last = strcmp(line, "OK") == 0 || strcmp(line, "END") == 0 ||
-                    g_str_has_prefix(line, "ERR");
-
-        g_string_append_printf(all, "%s\n", line);
-        g_free(line);
-        if (last) {
-            break;
-        }
-    }
-    close(s);
-    return g_string_free(all, FALSE);
+    g_assert_no_error(err);
+    joined = g_strjoinv("\n", lines);
+    return g_strconcat(joined, "\n", NULL);
 }
 
 /* A key's number from the POOL line of STATUS. */
@@ -648,8 +646,15 @@ static void test_crash(void)
 /* Connect, send line, and map the daemon's first answer to a code. */
 static int register_once(const char *sock, const char *line)
 {
+    static const struct { const char *reply; int code; } codes[] = {
+        { "ERROR not allowed", 20 },
+        { "WELCOME", 21 },
+        { "ERROR control", 22 },
+        { "ERROR REGISTER: uuid is not the peer's -uuid", 23 },
+        { "ERROR REGISTER: uuid registered by another process", 24 },
+    };
     int s = raw_connect(sock);
-    char *l;
+    g_autofree char *l = NULL;
 
     if (s < 0) {
         return errno == EACCES ? 11 : 12;
@@ -657,23 +662,14 @@ static int register_once(const char *sock, const char *line)
     /* the daemon may have closed already: the answer is still there */
     (void)!write(s, line, strlen(line));
     l = raw_read_line(s);
+    close(s);
     if (!l) {
         return 13;
     }
-    if (strcmp(l, "ERROR not allowed") == 0) {
-        return 20;
-    }
-    if (g_str_has_prefix(l, "WELCOME")) {
-        return 21;
-    }
-    if (g_str_has_prefix(l, "ERROR control")) {
-        return 22;
-    }
-    if (strcmp(l, "ERROR REGISTER: uuid is not the peer's -uuid") == 0) {
-        return 23;
-    }
-    if (strcmp(l, "ERROR REGISTER: uuid registered by another process") == 0) {
-        return 24;
+    for (size_t i = 0; i < G_N_ELEMENTS(codes); i++) {
+        if (g_str_has_prefix(l, codes[i].reply)) {
+            return codes[i].code;
+        }
     }
     return 14;
 }
@@ -1352,6 +1348,59 @@ static void test_backlog_full(void)
     g_rmdir(dir);
 }
 
+/* The blocking request: its errors are told apart. */
+static void test_line_request(void)
+{
+    g_autofree char *dir = g_dir_make_tmp("vtmemd-req-XXXXXX", NULL);
+    g_autofree char *sock = g_build_filename(dir, "s", NULL);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    g_autoptr(GError) err = NULL;
+    char **lines;
+    int lfd, peer;
+
+    lines = vtmem_line_request(sock, "STATUS", reply_end, 200, &err);
+    g_assert_null(lines);
+    g_assert_error(err, VTMEM_LINE_REQUEST_ERROR,
+                   VTMEM_LINE_REQUEST_ERROR_CONNECT);
+    g_clear_error(&err);
+
+    /* a listener that never answers: a timeout, not a hang */
+    lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    g_strlcpy(sa.sun_path, sock, sizeof(sa.sun_path));
+    g_assert_cmpint(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), ==, 0);
+    g_assert_cmpint(listen(lfd, 4), ==, 0);
+    lines = vtmem_line_request(sock, "STATUS", reply_end, 200, &err);
+    g_assert_null(lines);
+    g_assert_error(err, VTMEM_LINE_REQUEST_ERROR,
+                   VTMEM_LINE_REQUEST_ERROR_TIMEOUT);
+    g_clear_error(&err);
+    close(accept(lfd, NULL, NULL));
+
+    /* answers, then garbage / end of file before the last line */
+    if (fork() == 0) {
+        for (int i = 0; i < 2; i++) {
+            peer = accept(lfd, NULL, NULL);
+            g_assert_cmpint(write(peer, i ? "POOL x\n" : "POOL x\nVM \001\n",
+                                  i ? 7 : 12), >, 0);
+            g_usleep(100000);
+            close(peer);
+        }
+        _exit(0);
+    }
+    lines = vtmem_line_request(sock, "STATUS", reply_end, 2000, &err);
+    g_assert_error(err, VTMEM_LINE_REQUEST_ERROR,
+                   VTMEM_LINE_REQUEST_ERROR_PROTOCOL);
+    g_clear_error(&err);
+    lines = vtmem_line_request(sock, "STATUS", reply_end, 2000, &err);
+    g_assert_null(lines);
+    g_assert_error(err, VTMEM_LINE_REQUEST_ERROR,
+                   VTMEM_LINE_REQUEST_ERROR_CLOSED);
+    wait(NULL);
+    close(lfd);
+    g_unlink(sock);
+    g_rmdir(dir);
+}
+
 /* Weights and VM limits survive a daemon restart with --state-file. */
 static void test_state_file(void)
 {
@@ -1418,5 +1467,6 @@ int main(int argc, char **argv)
     g_test_add_func("/daemon/update-flood", test_update_flood);
     g_test_add_func("/daemon/socket-dir", test_socket_dir);
     g_test_add_func("/daemon/backlog-full", test_backlog_full);
+    g_test_add_func("/daemon/line-request", test_line_request);
     return g_test_run();
 }
