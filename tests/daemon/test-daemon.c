@@ -1348,15 +1348,34 @@ static void test_backlog_full(void)
     g_rmdir(dir);
 }
 
+/* Answers two requests badly: a non-printable byte, then end of file
+ * before the reply's last line.
+ */
+static gpointer bad_server(gpointer data)
+{
+    int lfd = GPOINTER_TO_INT(data);
+
+    for (int i = 0; i < 2; i++) {
+        int peer = accept(lfd, NULL, NULL);
+        const char *reply = i ? "POOL x\n" : "POOL x\nVM \001\n";
+
+        g_assert_cmpint(write(peer, reply, strlen(reply)), >, 0);
+        g_usleep(100000);
+        close(peer);
+    }
+    return NULL;
+}
+
 /* The blocking request: its errors are told apart. */
 static void test_line_request(void)
 {
+    GThread *server;
     g_autofree char *dir = g_dir_make_tmp("vtmemd-req-XXXXXX", NULL);
     g_autofree char *sock = g_build_filename(dir, "s", NULL);
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
     g_autoptr(GError) err = NULL;
     char **lines;
-    int lfd, peer;
+    int lfd;
 
     lines = vtmem_line_request(sock, "STATUS", reply_end, 200, &err);
     g_assert_null(lines);
@@ -1377,16 +1396,7 @@ static void test_line_request(void)
     close(accept(lfd, NULL, NULL));
 
     /* answers, then garbage / end of file before the last line */
-    if (fork() == 0) {
-        for (int i = 0; i < 2; i++) {
-            peer = accept(lfd, NULL, NULL);
-            g_assert_cmpint(write(peer, i ? "POOL x\n" : "POOL x\nVM \001\n",
-                                  i ? 7 : 12), >, 0);
-            g_usleep(100000);
-            close(peer);
-        }
-        _exit(0);
-    }
+    server = g_thread_new("server", bad_server, GINT_TO_POINTER(lfd));
     lines = vtmem_line_request(sock, "STATUS", reply_end, 2000, &err);
     g_assert_error(err, VTMEM_LINE_REQUEST_ERROR,
                    VTMEM_LINE_REQUEST_ERROR_PROTOCOL);
@@ -1395,7 +1405,7 @@ static void test_line_request(void)
     g_assert_null(lines);
     g_assert_error(err, VTMEM_LINE_REQUEST_ERROR,
                    VTMEM_LINE_REQUEST_ERROR_CLOSED);
-    wait(NULL);
+    g_thread_join(server);
     close(lfd);
     g_unlink(sock);
     g_rmdir(dir);
