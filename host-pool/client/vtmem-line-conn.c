@@ -263,10 +263,12 @@ GQuark vtmem_line_request_error_quark(void)
 static void set_io_error(GError **error, const char *what, int err)
 {
     if (err == EAGAIN || err == EWOULDBLOCK || err == EINPROGRESS) {
-        g_set_error(error, VTMEM_LINE_REQUEST_ERROR, VTMEM_LINE_REQUEST_ERROR_TIMEOUT,
+        g_set_error(error, VTMEM_LINE_REQUEST_ERROR,
+                    VTMEM_LINE_REQUEST_ERROR_TIMEOUT,
                     "%s: no answer in time", what);
     } else {
-        g_set_error(error, VTMEM_LINE_REQUEST_ERROR, VTMEM_LINE_REQUEST_ERROR_IO, "%s: %s",
+        g_set_error(error, VTMEM_LINE_REQUEST_ERROR,
+                    VTMEM_LINE_REQUEST_ERROR_IO, "%s: %s",
                     what, g_strerror(err));
     }
 }
@@ -282,7 +284,8 @@ static int request_connect(const char *path, int timeout_ms, GError **error)
     int fd;
 
     if (strlen(path) >= sizeof(sa.sun_path)) {
-        g_set_error(error, VTMEM_LINE_REQUEST_ERROR, VTMEM_LINE_REQUEST_ERROR_CONNECT,
+        g_set_error(error, VTMEM_LINE_REQUEST_ERROR,
+                    VTMEM_LINE_REQUEST_ERROR_CONNECT,
                     "socket path too long: %s", path);
         return -1;
     }
@@ -307,7 +310,8 @@ static int request_connect(const char *path, int timeout_ms, GError **error)
         if (e == EAGAIN || e == EINPROGRESS) {
             set_io_error(error, path, e);
         } else {
-            g_set_error(error, VTMEM_LINE_REQUEST_ERROR, VTMEM_LINE_REQUEST_ERROR_CONNECT,
+            g_set_error(error, VTMEM_LINE_REQUEST_ERROR,
+                        VTMEM_LINE_REQUEST_ERROR_CONNECT,
                         "%s: %s", path, g_strerror(e));
         }
         close(fd);
@@ -355,13 +359,15 @@ static bool request_read(int fd, GPtrArray *lines,
             continue;
         }
         if (r == VTMEM_LINE_ERROR) {
-            g_set_error(error, VTMEM_LINE_REQUEST_ERROR, VTMEM_LINE_REQUEST_ERROR_PROTOCOL,
+            g_set_error(error, VTMEM_LINE_REQUEST_ERROR,
+                        VTMEM_LINE_REQUEST_ERROR_PROTOCOL,
                         "bad reply: %s", why);
             return false;
         }
         n = vtmem_line_reader_fill(&rd, fd);
         if (n == 0 || (n < 0 && errno == ECONNRESET)) {
-            g_set_error(error, VTMEM_LINE_REQUEST_ERROR, VTMEM_LINE_REQUEST_ERROR_CLOSED,
+            g_set_error(error, VTMEM_LINE_REQUEST_ERROR,
+                        VTMEM_LINE_REQUEST_ERROR_CLOSED,
                         "connection closed before the reply ended");
             return false;
         }

@@ -71,7 +71,7 @@ void vtmem_line_conn_free(VtmemLineConn *lc);
 #define VTMEM_LINE_REQUEST_ERROR (vtmem_line_request_error_quark())
 GQuark vtmem_line_request_error_quark(void);
 typedef enum {
-    VTMEM_LINE_REQUEST_ERROR_CONNECT,   /* no daemon there (errno in the message) */
+    VTMEM_LINE_REQUEST_ERROR_CONNECT,   /* no daemon there (errno told) */
     VTMEM_LINE_REQUEST_ERROR_TIMEOUT,   /* a step took longer than timeout_ms */
     VTMEM_LINE_REQUEST_ERROR_CLOSED,    /* end of file before the last line */
     VTMEM_LINE_REQUEST_ERROR_PROTOCOL,  /* a reply line breaks the framing */

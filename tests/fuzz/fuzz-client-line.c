@@ -57,7 +57,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     sock_path = g_build_filename(dir, "sock", NULL);
     g_strlcpy(sa.sun_path, sock_path, sizeof(sa.sun_path));
     listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (listen_fd < 0 || bind(listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+    if (listen_fd < 0 ||
+        bind(listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
         listen(listen_fd, 16) < 0) {
         abort();
     }
@@ -74,7 +75,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     VtmemPoolClient *c;
     int peer, i;
 
-    c = vtmem_pool_client_new(sock_path, "fuzz", "11111111-2222-3333-4444-555555555555",
+    c = vtmem_pool_client_new(sock_path, "fuzz",
+                              "11111111-2222-3333-4444-555555555555",
                               64ULL << 20, &ops, NULL, ctx, NULL);
     peer = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
     if (!c || peer < 0) {
