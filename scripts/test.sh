@@ -1,9 +1,10 @@
 #!/bin/sh
 # SPDX-License-Identifier: GPL-2.0-or-later
 # The whole vtmem test suite, from a fresh Debian 12 machine (run as root):
-#   unit tests plain, under ASan+UBSan and under valgrind; the device's
-#   qtests against QEMU plain and sanitized; end-to-end tests that boot a
-#   guest with the device and the driver.
+#   unit tests plain, under ASan+UBSan and under valgrind; the fuzzers for
+#   a bounded time (30 s each); the device's qtests against QEMU plain and
+#   sanitized; end-to-end tests that boot a guest with the device and the
+#   driver.
 # Installs its own dependencies. Exit status 0 only if everything passed.
 set -eu
 cd "$(dirname "$0")/.."
@@ -53,10 +54,15 @@ setup build -Dwerror=true -Dqemu=true -Dqemu_sanitized=true -Dguest=true
 meson compile -C build
 setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
 meson compile -C build-asan
+# libFuzzer harnesses (tests/fuzz), clang with ASan+UBSan. No -Dwerror:
+# clang warns where gcc does not (bench/).
+(CC=clang && export CC && setup build-fuzz -Dfuzzing=true)
+meson compile -C build-fuzz
 
 run_suite "unit+daemon (plain)" build testlog.json --suite unit --suite daemon
 run_suite "unit+daemon (ASan+UBSan)" build-asan testlog.json --suite unit --suite daemon
 run_suite "unit+daemon (valgrind)" build testlog-valgrind.json --suite unit --suite daemon --setup valgrind
+run_suite "fuzz (30 s per harness)" build-fuzz testlog.json --suite fuzz
 run_suite "qtest, e2e, libvirt" build testlog.json --no-suite unit --no-suite daemon
 
 echo "$summary"

@@ -6,6 +6,7 @@
 #define G_LOG_USE_STRUCTURED 1
 
 #include "vtmem-pool-client.h"
+#include "vtmem-line-conn.h"
 #include "vtmem-pool-util.h"
 
 #include <errno.h>
@@ -13,8 +14,6 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
-
-#include <glib-unix.h>
 
 struct VtmemPoolClient {
     GMainContext *ctx;
@@ -24,16 +23,14 @@ struct VtmemPoolClient {
     VtmemPoolClientOps ops;
     void *opaque;
 
-    int fd;
-    GSource *in_src, *out_src, *retry_src;
-    VtmemLineReader rd;
-    GString *out;
-    bool registered;    /* socket connected and REGISTER sent */
+    VtmemLineConn *lc;  /* NULL: not connected */
+    GSource *retry_src;
     bool welcomed;      /* WELCOME received */
     guint backoff_ms;
 
     bool first_attempt; /* inside vtmem_pool_client_new() */
-    bool has_lease;     /* the daemon was reached at least once */
+    bool has_lease;     /* the daemon decides (it was reached, or is busy) */
+    bool unreachable_logged;
     uint64_t lease;     /* last lease (LIMIT) from the daemon */
     uint64_t cap;       /* device's own limit */
     uint64_t limit;     /* what the device enforces */
@@ -101,21 +98,16 @@ static void drop_source(GSource **s)
     }
 }
 
+/* Also from inside the connection's callbacks (it is refcounted). */
 static void client_disconnect(VtmemPoolClient *c, const char *why)
 {
     bool was = c->welcomed;
 
-    if (c->fd < 0) {
+    if (!c->lc) {
         return;
     }
     g_debug("disconnected from %s: %s", c->path, why);
-    drop_source(&c->in_src);
-    drop_source(&c->out_src);
-    close(c->fd);
-    c->fd = -1;
-    c->rd.len = 0;
-    g_string_truncate(c->out, 0);
-    c->registered = false;
+    g_clear_pointer(&c->lc, vtmem_line_conn_free);
     c->welcomed = false;
     schedule_retry(c);
     if (was && c->ops.connection_changed) {
@@ -123,67 +115,20 @@ static void client_disconnect(VtmemPoolClient *c, const char *why)
     }
 }
 
-static gboolean out_ready(gint fd, GIOCondition cond, gpointer data);
-
-static bool client_flush(VtmemPoolClient *c)
-{
-    while (c->out->len > 0) {
-        ssize_t n = send(c->fd, c->out->str, c->out->len, MSG_NOSIGNAL | MSG_DONTWAIT);
-
-        if (n > 0) {
-            g_string_erase(c->out, 0, n);
-        } else if (n < 0 && errno == EINTR) {
-            continue;
-        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (!c->out_src) {
-                c->out_src = g_unix_fd_source_new(c->fd, G_IO_OUT);
-                g_source_set_callback(c->out_src, G_SOURCE_FUNC(out_ready), c, NULL);
-                g_source_attach(c->out_src, c->ctx);
-            }
-            return true;
-        } else {
-            client_disconnect(c, n < 0 ? g_strerror(errno) : "send failed");
-            return false;
-        }
-    }
-    drop_source(&c->out_src);
-    return true;
-}
-
-static gboolean out_ready(gint fd, GIOCondition cond, gpointer data)
-{
-    VtmemPoolClient *c = data;
-
-    (void)fd;
-    (void)cond;
-    g_source_ref(c->out_src);   /* client_flush may destroy it */
-    {
-        GSource *s = c->out_src;
-
-        client_flush(c);
-        g_source_unref(s);
-    }
-    return G_SOURCE_CONTINUE;
-}
-
 static bool client_send(VtmemPoolClient *c, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 
 static bool client_send(VtmemPoolClient *c, const char *fmt, ...)
 {
     va_list ap;
+    bool ok;
 
-    if (c->fd < 0) {
+    if (!c->lc) {
         return false;
     }
     va_start(ap, fmt);
-    g_string_append_vprintf(c->out, fmt, ap);
+    ok = vtmem_line_conn_sendv(c->lc, fmt, ap);
     va_end(ap);
-    g_string_append_c(c->out, '\n');
-    if (c->out->len > VTMEM_POOL_MAX_OUTBUF) {
-        client_disconnect(c, "daemon does not read");
-        return false;
-    }
-    return client_flush(c);
+    return ok;
 }
 
 static void send_update(VtmemPoolClient *c)
@@ -210,13 +155,15 @@ static void handle_line(VtmemPoolClient *c, const char *line)
         g_auto(GStrv) g = g_strsplit(f[2], " ", 2);
 
         if (!vtmem_pool_parse_u64(f[1], &v[0]) || v[0] != VTMEM_POOL_PROTO_VERSION ||
-            g_strv_length(g) != 2 || !vtmem_pool_parse_u64(g[0], &v[1]) || v[1] == 0 ||
+            g_strv_length(g) != 2 || !vtmem_pool_parse_u64(g[0], &v[1]) ||
+            v[1] < 4096 || v[1] > VTMEM_POOL_MAX_BYTES ||
             !vtmem_pool_parse_u64(g[1], &v[2])) {
             client_disconnect(c, "bad WELCOME");
             return;
         }
         c->granule = v[1];
         c->welcomed = true;
+        c->unreachable_logged = false;
         c->backoff_ms = VTMEM_POOL_RECONNECT_MIN_MS;
         g_debug("registered with %s", c->path);
         if (c->ops.connection_changed) {
@@ -233,7 +180,7 @@ static void handle_line(VtmemPoolClient *c, const char *line)
         c->lease = v[1];
         c->limit = effective_limit(c);
         held = c->ops.set_limit(c->opaque, c->limit);
-        if (c->fd < 0) {
+        if (!c->lc) {
             return;     /* the callback freed nothing, but may have disconnected */
         }
         c->held = held;
@@ -250,74 +197,85 @@ static void handle_line(VtmemPoolClient *c, const char *line)
     }
 }
 
-static gboolean in_ready(gint fd, GIOCondition cond, gpointer data)
+static void conn_line(void *opaque, const char *line)
 {
-    VtmemPoolClient *c = data;
-    char line[VTMEM_POOL_MAX_LINE];
-    const char *why;
-    ssize_t n;
+    handle_line(opaque, line);
+}
 
-    (void)cond;
-    n = vtmem_line_reader_fill(&c->rd, fd);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-        client_disconnect(c, n == 0 ? "end of file" : g_strerror(errno));
-        return G_SOURCE_REMOVE;   /* already destroyed */
-    }
-    while (c->fd == fd) {
-        VtmemLineResult r = vtmem_line_reader_next(&c->rd, line, &why);
+static void conn_closed(void *opaque, const char *why, bool protocol)
+{
+    (void)protocol;
+    client_disconnect(opaque, why);
+}
 
-        if (r == VTMEM_LINE_NONE) {
-            break;
-        }
-        if (r == VTMEM_LINE_ERROR) {
-            client_disconnect(c, why);
-            break;
-        }
-        handle_line(c, line);
+static const VtmemLineConnOps conn_ops = {
+    .line = conn_line,
+    .closed = conn_closed,
+};
+
+/*
+ * The daemon exists but cannot take us now (its backlog is full): from
+ * now on it decides, not the device's own cap. Until its first lease the
+ * device keeps what it holds and stores nothing new.
+ */
+static void daemon_decides(VtmemPoolClient *c)
+{
+    if (c->has_lease) {
+        return;
     }
-    return c->fd == fd ? G_SOURCE_CONTINUE : G_SOURCE_REMOVE;
+    c->has_lease = true;
+    c->lease = c->held < c->cap ? c->held : c->cap;
+    c->limit = effective_limit(c);
+    if (!c->first_attempt) {
+        c->held = c->ops.set_limit(c->opaque, c->limit);
+    }
 }
 
 static void client_connect(VtmemPoolClient *c)
 {
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    int fd;
+    int fd, e;
 
     g_strlcpy(sa.sun_path, c->path, sizeof(sa.sun_path));
+    if (c->ops.get_held) {
+        c->held = c->ops.get_held(c->opaque);
+    }
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         schedule_retry(c);
         return;
     }
     if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        g_debug("connect %s: %s", c->path, g_strerror(errno));
+        e = errno;
         close(fd);
+        if (!c->unreachable_logged) {
+            g_message("vtmemd at %s: %s; %s; retrying", c->path, g_strerror(e),
+                      c->has_lease ? "keeping the last lease"
+                      : e == EAGAIN ? "storing nothing new until it answers"
+                      : "running on the device's own limit until it answers");
+            c->unreachable_logged = true;
+        }
+        if (e == EAGAIN || e == EWOULDBLOCK) {
+            daemon_decides(c);
+        }
         schedule_retry(c);
         return;
     }
-    c->fd = fd;
-    c->registered = true;
-    c->in_src = g_unix_fd_source_new(fd, G_IO_IN | G_IO_HUP | G_IO_ERR);
-    g_source_set_callback(c->in_src, G_SOURCE_FUNC(in_ready), c, NULL);
-    g_source_attach(c->in_src, c->ctx);
-    if (c->ops.get_held) {
-        c->held = c->ops.get_held(c->opaque);
-    }
+    c->lc = vtmem_line_conn_new(fd, c->ctx, VTMEM_POOL_MAX_OUTBUF, &conn_ops,
+                                c);
     if (c->first_attempt) {
         /* The device has not applied any limit yet: from now on the
-         * daemon decides; until its first lease the device may hold what
-         * it holds and store nothing new. (A device that ran standalone
-         * keeps its limit and reports it: the daemon lowers it.)
+         * daemon decides. (A device that ran standalone keeps its limit
+         * and reports it: the daemon lowers it.)
          */
-        c->has_lease = true;
-        c->lease = c->held < c->cap ? c->held : c->cap;
-        c->limit = effective_limit(c);
+        daemon_decides(c);
     }
     c->sent_held = c->held;
     c->sent_wanted = c->demand;
     c->sent_cap = c->cap;
-    client_send(c, VTMEM_POOL_MSG_REGISTER " %d %s %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT
-                " %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT " %s",
+    client_send(c, VTMEM_POOL_MSG_REGISTER " %d %s %" G_GUINT64_FORMAT
+                " %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT " %"
+                G_GUINT64_FORMAT " %s",
                 VTMEM_POOL_PROTO_VERSION, c->uuid, c->held, c->limit, c->cap,
                 c->demand, c->name);
 }
@@ -358,8 +316,6 @@ VtmemPoolClient *vtmem_pool_client_new(const char *socket_path, const char *name
     g_strlcpy(c->uuid, uuid, sizeof(c->uuid));
     c->ops = *ops;
     c->opaque = opaque;
-    c->fd = -1;
-    c->out = g_string_new(NULL);
     c->backoff_ms = VTMEM_POOL_RECONNECT_MIN_MS;
     c->granule = VTMEM_POOL_GRANULE;
     c->cap = cap;
@@ -378,7 +334,7 @@ void vtmem_pool_client_update(VtmemPoolClient *c, uint64_t held, uint64_t wanted
 
     c->held = held;
     c->demand = wanted != VTMEM_POOL_WANT_AUTO ? wanted : auto_demand(c, held);
-    if (c->fd < 0) {
+    if (!c->lc) {
         return;     /* sent with the next REGISTER */
     }
     dh = held > c->sent_held ? held - c->sent_held : c->sent_held - held;
@@ -393,7 +349,7 @@ uint64_t vtmem_pool_client_set_cap(VtmemPoolClient *c, uint64_t cap)
 {
     c->cap = cap;
     c->limit = effective_limit(c);
-    if (c->fd >= 0 && cap != c->sent_cap) {
+    if (c->lc && cap != c->sent_cap) {
         send_update(c);
     }
     return c->limit;
@@ -414,16 +370,10 @@ void vtmem_pool_client_free(VtmemPoolClient *c)
     if (!c) {
         return;
     }
-    if (c->fd >= 0) {
-        /* Best effort: the daemon also notices the process exit. */
-        g_string_append(c->out, VTMEM_POOL_MSG_BYE "\n");
-        (void)!send(c->fd, c->out->str, c->out->len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        drop_source(&c->in_src);
-        drop_source(&c->out_src);
-        close(c->fd);
-    }
+    /* Best effort: the daemon also notices the process exit. */
+    client_send(c, VTMEM_POOL_MSG_BYE);
+    vtmem_line_conn_free(c->lc);
     drop_source(&c->retry_src);
-    g_string_free(c->out, TRUE);
     g_main_context_unref(c->ctx);
     g_free(c->path);
     g_free(c->name);
