@@ -59,23 +59,72 @@ static int run(char **out, char **err, const char *first, ...)
 static void test_usage(void)
 {
     CHECK(1, "no command given", "--socket", "/x");
+    CHECK(1, "no command given", "--");
     CHECK(1, "unknown command 'frobnicate'", "frobnicate");
     CHECK(1, "unknown option '--frob'", "--frob", "status");
-    CHECK(1, "--connect needs a value", "--connect");
+    CHECK(1, "unknown option '--json'", "--json", "status");
+    CHECK(1, "Missing argument for --connect", "--connect");
+    CHECK(1, "--connect needs a value", "--connect", "", "status");
+    CHECK(1, "--socket needs a value", "--socket=", "status");
     CHECK(1, "usage: set-limit DOMAIN SIZE", "set-limit", "vm1");
     CHECK(1, "usage: set-limit DOMAIN SIZE", "set-limit", "vm1", "1G", "extra");
+    CHECK(1, "set-limit: unknown option '--frob'", "set-limit", "vm1", "--frob",
+          "1G");
     CHECK(1, "usage: set-weight DOMAIN N", "set-weight");
     CHECK(1, "usage: set-pool-limit SIZE", "set-pool-limit");
-    CHECK(1, "usage: apply DOMAIN", "apply");
-    CHECK(1, "bad --wait value", "apply", "vm1", "--wait", "soon");
-    CHECK(1, "status: unknown argument '--yaml'", "status", "--yaml");
-    {
-        g_autofree char *o = NULL;
-        g_autofree char *e = NULL;
+    CHECK(1, "usage: apply DOMAIN [--wait SECS]", "apply");
+    CHECK(1, "bad --wait value 'soon'", "apply", "vm1", "--wait", "soon");
+    CHECK(1, "bad --wait value '3601'", "apply", "vm1", "--wait=3601");
+    CHECK(1, "Missing argument for --wait", "apply", "vm1", "--wait");
+    CHECK(1, "status: unknown option '--yaml'", "status", "--yaml");
+    CHECK(1, "usage: status [--json]", "status", "extra");
+    CHECK(1, "usage: compact DOMAIN", "compact");
+    CHECK(1, "usage: compact DOMAIN", "compact", "a", "b");
+    CHECK(1, "usage: evict UUID", "evict");
+    CHECK(1, "bad UUID 'vm1'", "evict", "vm1");
+    CHECK(1, "bad UUID '12345678-1234-1234-1234-12345678901'", "evict",
+          "12345678-1234-1234-1234-12345678901");
+    /* after "--" a leading '-' is a value (here a bad one) */
+    CHECK(1, "bad weight '-x'", "set-weight", "vm1", "--", "-x");
+    /* a usage error points to the command's own help */
+    CHECK(1, "Try 'vtmemctl set-limit --help'", "set-limit");
+    CHECK(1, "Try 'vtmemctl --help'", "frobnicate");
+}
 
-        g_assert_cmpint(run(&o, &e, "--help", NULL), ==, 0);
-        g_assert_nonnull(strstr(o, "set-pool-limit SIZE"));
+/* vtmemctl --help and COMMAND --help: exit 0, usage on stdout. */
+static void test_help(void)
+{
+    static const char *const cmds[][2] = {
+        { "status", "vtmemctl status [OPTION" },
+        { "set-limit", "DOMAIN SIZE" },
+        { "set-weight", "DOMAIN N" },
+        { "set-pool-limit", "SIZE" },
+        { "apply", "--wait=SECS" },
+        { "compact", "vtmemctl compact [OPTION" },
+        { "evict", "UUID" },
+    };
+    g_autofree char *o = NULL;
+    g_autofree char *e = NULL;
+
+    g_assert_cmpint(run(&o, &e, "--help", NULL), ==, 0);
+    g_assert_nonnull(strstr(o, "set-pool-limit SIZE"));
+    g_assert_nonnull(strstr(o, "apply DOMAIN [--wait SECS]"));
+    g_assert_nonnull(strstr(o, "--connect=URI"));
+    g_assert_nonnull(strstr(o, "Exit status"));
+    g_assert_cmpstr(e, ==, "");
+    for (size_t i = 0; i < G_N_ELEMENTS(cmds); i++) {
+        g_clear_pointer(&o, g_free);
+        g_clear_pointer(&e, g_free);
+        g_assert_cmpint(run(&o, &e, "-s", "/x", cmds[i][0], "--help", NULL),
+                        ==, 0);
+        g_assert_nonnull(strstr(o, cmds[i][1]));
+        g_assert_nonnull(strstr(o, "-h, --help"));
+        g_assert_cmpstr(e, ==, "");
     }
+    g_clear_pointer(&o, g_free);
+    g_clear_pointer(&e, g_free);
+    g_assert_cmpint(run(&o, &e, "apply", "-h", NULL), ==, 0);
+    g_assert_nonnull(strstr(o, "Wait up to SECS"));
 }
 
 static void test_sizes(void)
@@ -142,6 +191,18 @@ static void test_with_daemon(void)
         g_assert_cmpint(run(&o, &e, "--connect", "test:///default", "status", "--json", NULL), ==, 0);
         g_assert_nonnull(strstr(o, "\"pool_limit\" : 536870912"));
         g_assert_nonnull(strstr(o, "\"domains\" : []"));
+        g_clear_pointer(&o, g_free);
+        g_clear_pointer(&e, g_free);
+        /* a vtmemd error is reported as such: exit 5, its text */
+        g_assert_cmpint(run(&o, &e, "evict",
+                            "12345678-9ABC-DEF0-1234-56789abcdef0", NULL), ==, 5);
+        g_assert_true(g_str_has_prefix(e, "vtmemctl: vtmemd refused: "));
+        g_assert_cmpstr(o, ==, "");
+        g_clear_pointer(&o, g_free);
+        g_clear_pointer(&e, g_free);
+        g_assert_cmpint(run(&o, &e, "--connect", "test:///default",
+                            "set-weight", "test", "200", NULL), ==, 0);
+        g_assert_cmpstr(o, ==, "test: weight 200 (persisted, applied live)\n");
     }
     kill(pid, SIGTERM);
     g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
@@ -160,6 +221,10 @@ static void test_domains(void)
     /* weights are persisted in the metadata; the daemon is down */
     CHECK(3, "vtmemd is not running", "--connect", "test:///default", "set-weight", "test", "200");
     CHECK(4, "cannot connect to libvirt", "--connect", "bogus:///x", "set-limit", "vm", "1G");
+    CHECK(2, "no domain 'nosuchvm'", "--connect", "test:///default", "compact", "nosuchvm");
+    CHECK(4, "QMP", "--connect", "test:///default", "compact", "test");
+    CHECK(4, "cannot connect to libvirt", "--connect", "bogus:///x", "compact", "vm");
+    CHECK(1, "bad size", "--connect", "bogus:///x", "set-limit", "vm", "1Q");
 }
 
 int main(int argc, char **argv)
@@ -167,6 +232,7 @@ int main(int argc, char **argv)
     g_test_init(&argc, &argv, NULL);
     sock_path = g_strdup("/nonexistent-vtmem/vtmemd.sock");
     g_test_add_func("/vtmemctl/usage", test_usage);
+    g_test_add_func("/vtmemctl/help", test_help);
     g_test_add_func("/vtmemctl/sizes", test_sizes);
     g_test_add_func("/vtmemctl/no-daemon", test_no_daemon);
     g_test_add_func("/vtmemctl/with-daemon", test_with_daemon);
