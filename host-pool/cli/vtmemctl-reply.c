@@ -195,19 +195,17 @@ bool vtmemctl_json_u64(JsonNode *n, uint64_t *out)
         return false;
     }
     if (json_node_get_value_type(n) == G_TYPE_INT64) {
-        gint64 v = json_node_get_int(n);
-
-        if (v < 0) {
-            return false;
-        }
-        *out = (uint64_t)v;
+        /* json-glib keeps the 64 bits of an unsigned decimal (QEMU's
+         * uint64) and saturates above UINT64_MAX
+         */
+        *out = (uint64_t)json_node_get_int(n);
         return true;
     }
     if (json_node_get_value_type(n) == G_TYPE_DOUBLE) {
         double d = json_node_get_double(n);
 
         if (d >= 18446744073709551616.0) {
-            *out = UINT64_MAX;  /* e.g. a limit of UINT64_MAX: none */
+            *out = UINT64_MAX;
             return true;
         }
         if (!(d >= 0) || d != (double)(uint64_t)d) {

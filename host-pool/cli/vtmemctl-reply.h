@@ -52,8 +52,9 @@ JsonNode *vtmemctl_qmp_reply(const char *text, char **err);
 char *vtmemctl_qom_list_find(JsonNode *list, const char *type);
 
 /*
- * A qom-get value: a non-negative integer (json-glib reads integers above
- * INT64_MAX as doubles: >= 2^64 gives UINT64_MAX) or a boolean.
+ * A qom-get value: an integer, read as QEMU's uint64 (json-glib keeps its
+ * 64 bits, so "-1" reads as UINT64_MAX; it saturates above); an integral
+ * non-negative double (>= 2^64: UINT64_MAX); or a boolean.
  */
 bool vtmemctl_json_u64(JsonNode *n, uint64_t *out);
 bool vtmemctl_json_bool(JsonNode *n, bool *out);

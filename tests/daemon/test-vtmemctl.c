@@ -16,6 +16,7 @@
 #include <glib/gstdio.h>
 
 #include "vtmem-pool-proto.h"
+#include "vtmemctl-reply.h"
 
 static char *sock_path;
 
@@ -227,6 +228,263 @@ static void test_domains(void)
     CHECK(1, "bad size", "--connect", "bogus:///x", "set-limit", "vm", "1Q");
 }
 
+/* ---- untrusted replies (vtmemctl-reply.c) ---- */
+
+/* The QMP error text for reply, or NULL if it is accepted. */
+static char *qmp_error(const char *reply)
+{
+    char *err = NULL;
+    g_autoptr(JsonNode) n = vtmemctl_qmp_reply(reply, &err);
+
+    g_assert_true((n == NULL) != (err == NULL));
+    return err;
+}
+
+/* No byte a terminal acts on: C0, DEL, and C1 in UTF-8 (0xc2 0x80..0x9f). */
+static void assert_terminal_safe(const char *s)
+{
+    g_assert_true(g_utf8_validate(s, -1, NULL));
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        g_assert_cmpuint(*p, >=, 0x20);
+        g_assert_cmpuint(*p, !=, 0x7f);
+        g_assert_false(p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f);
+    }
+}
+
+static void test_reply_qmp(void)
+{
+    static const struct {
+        const char *reply, *err;
+    } cases[] = {
+        { "{\"return\": {}}", NULL },
+        { "{\"return\": null}", NULL },
+        { "{\"return\": 1, \"return\": [2]}", NULL },
+        { "{\"error\": {\"class\": \"GenericError\", \"desc\": \"no such\"}}",
+          "no such" },
+        { "{\"error\": {\"desc\": \"red \\u001b[31m\\u009b2J\\u202e\\n\"}}",
+          "red \\x1b[31m\\u009b2J\\u202e\\x0a" },
+        { "{\"error\": 5}", "QMP error without description" },
+        { "{\"error\": {\"desc\": 5}}", "QMP error without description" },
+        { "{\"error\": {\"desc\": [\"x\"]}}", "QMP error without description" },
+        { "{\"error\": null, \"return\": 1}", "QMP error without description" },
+        { "{}", "QMP reply without return" },
+        { "{\"type\": 5}", "QMP reply without return" },
+        { "", "empty QMP reply" },
+        { "[]", "bad QMP reply: []" },
+        { "5", "bad QMP reply: 5" },
+        { "\"return\"", "bad QMP reply: \"return\"" },
+        { "{\"return\": ", "bad QMP reply: {\"return\": " },
+        { "\x1b]0;owned\x07{", "bad QMP reply: \\x1b]0;owned\\x07{" },
+        { "\xff\xfe{", "bad QMP reply: \xef\xbf\xbd\xef\xbf\xbd{" },
+        /* json-glib takes these; QMP never sends them: refused so that
+         * the nesting count cannot be fooled
+         */
+        { "{'return': 1}", "QMP reply nested too deeply or not plain JSON" },
+        { "{\"return\": /* \" */ 1}",
+          "QMP reply nested too deeply or not plain JSON" },
+        { "{\"return\": \"'/#\\\"[[[\"}", NULL },
+    };
+    g_autofree char *null_err = NULL;
+
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autofree char *err = qmp_error(cases[i].reply);
+
+        g_test_message("reply %s", cases[i].reply);
+        g_assert_cmpstr(err, ==, cases[i].err);
+        if (err) {
+            assert_terminal_safe(err);
+        }
+    }
+    null_err = qmp_error(NULL);
+    g_assert_cmpstr(null_err, ==, "empty QMP reply");
+}
+
+/* Deep nesting overflows json-glib's recursive parser: bounded. */
+static void test_reply_limits(void)
+{
+    GString *deep = g_string_new("{\"return\": ");
+    g_autofree char *err = NULL;
+    g_autofree char *huge = NULL;
+
+    for (int i = 0; i < VTMEMCTL_QMP_MAX_DEPTH - 1; i++) {
+        g_string_append_c(deep, '[');
+    }
+    for (int i = 0; i < VTMEMCTL_QMP_MAX_DEPTH - 1; i++) {
+        g_string_append_c(deep, ']');
+    }
+    g_string_append_c(deep, '}');
+    g_assert_null(qmp_error(deep->str));    /* 64 levels: accepted */
+    g_string_truncate(deep, 0);
+    for (int i = 0; i < 200000; i++) {
+        g_string_append(deep, "[");
+    }
+    err = qmp_error(deep->str);
+    g_assert_cmpstr(err, ==, "QMP reply nested too deeply or not plain JSON");
+    g_clear_pointer(&err, g_free);
+    /* a closing bracket inside a string does not lower the count */
+    g_string_truncate(deep, 0);
+    for (int i = 0; i < 100; i++) {
+        g_string_append(deep, "[\"]\",");
+    }
+    err = qmp_error(deep->str);
+    g_assert_cmpstr(err, ==, "QMP reply nested too deeply or not plain JSON");
+    g_clear_pointer(&err, g_free);
+    g_string_free(deep, TRUE);
+    huge = g_strnfill(VTMEMCTL_QMP_MAX_REPLY + 1, ' ');
+    err = qmp_error(huge);
+    g_assert_cmpstr(err, ==, "QMP reply too long");
+}
+
+static char *find_in(const char *json)
+{
+    g_autoptr(JsonNode) n = json_from_string(json, NULL);
+
+    g_assert_nonnull(n);
+    return vtmemctl_qom_list_find(n, VTMEM_QOM_TYPE);
+}
+
+static void test_reply_qom_list(void)
+{
+    static const struct {
+        const char *list, *name;
+    } cases[] = {
+        { "[{\"name\": \"vtmem0\", \"type\": \"child<virtio-tmem-pci>\"}]",
+          "vtmem0" },
+        /* security review finding 10: a number where a string belongs */
+        { "[{\"name\": \"a\", \"type\": 5},"
+          " {\"name\": \"b\", \"type\": \"child<virtio-tmem-pci>\"}]", "b" },
+        { "[{\"type\": 5}]", NULL },
+        { "[{\"name\": 5, \"type\": \"child<virtio-tmem-pci>\"}]", NULL },
+        { "[{\"type\": \"child<virtio-tmem-pci>\"}]", NULL },
+        { "[{\"name\": null, \"type\": null}]", NULL },
+        { "[{\"name\": \"\", \"type\": \"child<virtio-tmem-pci>\"}]", NULL },
+        { "[{\"name\": \"../x\", \"type\": \"child<virtio-tmem-pci>\"}]",
+          NULL },
+        { "[[{\"name\": \"n\", \"type\": \"child<virtio-tmem-pci>\"}], 5,"
+          " \"s\", null, true, {\"name\": {\"a\": [1]}, \"type\": [[]]},"
+          " {\"name\": \"ok\", \"type\": \"child<virtio-tmem-pci>x\"},"
+          " {\"name\": \"v\", \"type\": \"child<virtio-tmem-pci>\"}]", "v" },
+        { "{\"name\": \"v\", \"type\": \"child<virtio-tmem-pci>\"}", NULL },
+        { "\"child<virtio-tmem-pci>\"", NULL },
+        { "[]", NULL },
+    };
+
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autofree char *name = find_in(cases[i].list);
+
+        g_test_message("list %s", cases[i].list);
+        g_assert_cmpstr(name, ==, cases[i].name);
+    }
+    g_assert_null(vtmemctl_qom_list_find(NULL, VTMEM_QOM_TYPE));
+}
+
+static void test_reply_values(void)
+{
+    static const struct {
+        const char *json;
+        bool ok;
+        uint64_t v;
+    } u64s[] = {
+        { "0", true, 0 },
+        { "4096", true, 4096 },
+        { "9223372036854775807", true, INT64_MAX },
+        { "18446744073709551615", true, UINT64_MAX },
+        { "1e300", true, UINT64_MAX },
+        { "1e999", true, UINT64_MAX },
+        { "1024.0", true, 1024 },
+        /* json-glib's int64 holds QEMU's uint64 bits */
+        { "9223372036854775808", true, 9223372036854775808ULL },
+        { "-1", true, UINT64_MAX },
+        { "99999999999999999999", true, UINT64_MAX },
+        { "-1e300", false, 0 },
+        { "-0.5", false, 0 },
+        { "1.5", false, 0 },
+        { "\"5\"", false, 0 },
+        { "true", false, 0 },
+        { "null", false, 0 },
+        { "[1]", false, 0 },
+        { "{\"limit\": 1}", false, 0 },
+    };
+    uint64_t v;
+    bool b;
+
+    for (size_t i = 0; i < G_N_ELEMENTS(u64s); i++) {
+        g_autoptr(JsonNode) n = json_from_string(u64s[i].json, NULL);
+
+        g_test_message("value %s", u64s[i].json);
+        g_assert_nonnull(n);
+        v = 7;
+        g_assert_cmpint(vtmemctl_json_u64(n, &v), ==, u64s[i].ok);
+        g_assert_cmpuint(v, ==, u64s[i].ok ? u64s[i].v : 7);
+    }
+    g_assert_false(vtmemctl_json_u64(NULL, &v));
+    {
+        g_autoptr(JsonNode) t = json_from_string("true", NULL);
+        g_autoptr(JsonNode) one = json_from_string("1", NULL);
+        g_autoptr(JsonNode) s = json_from_string("\"true\"", NULL);
+
+        g_assert_true(vtmemctl_json_bool(t, &b) && b);
+        g_assert_false(vtmemctl_json_bool(one, &b));
+        g_assert_false(vtmemctl_json_bool(s, &b));
+        g_assert_false(vtmemctl_json_bool(NULL, &b));
+    }
+}
+
+static void test_reply_text(void)
+{
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        { "plain é ✓", "plain é ✓" },
+        { "a\x1b[2Jb\r\n\t", "a\\x1b[2Jb\\x0d\\x0a\\x09" },
+        { "del\x7f", "del\\x7f" },
+        { "csi\xc2\x9b" "31m", "csi\\u009b31m" },
+        { "rtl\xe2\x80\xae" "gpj.exe", "rtl\\u202egpj.exe" },
+        { "bad\xff\xc0", "bad\xef\xbf\xbd\xef\xbf\xbd" },
+    };
+    g_autofree char *null_text = vtmemctl_safe_text(NULL);
+    g_autofree char *long_in = g_strnfill(1000, 'a');
+    g_autofree char *long_out = vtmemctl_safe_text(long_in);
+    g_autofree char *json = NULL;
+
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autofree char *out = vtmemctl_safe_text(cases[i].in);
+
+        g_assert_cmpstr(out, ==, cases[i].out);
+        assert_terminal_safe(out);
+    }
+    g_assert_cmpstr(null_text, ==, "(null)");
+    g_assert_cmpuint(strlen(long_out), ==, VTMEMCTL_MAX_SHOWN + 3);
+    g_assert_true(g_str_has_suffix(long_out, "a..."));
+    /* generated JSON keeps its layout; DEL, C1 and bidi become \u */
+    json = vtmemctl_json_escape_controls("{\n  \"n\" : \"x\x7f\xc2\x85"
+                                         "\xe2\x80\xae\\u001b\"\n}");
+    g_assert_cmpstr(json, ==,
+                    "{\n  \"n\" : \"x\\u007f\\u0085\\u202e\\u001b\"\n}");
+}
+
+static void test_reply_kv(void)
+{
+    g_autoptr(GHashTable) pool =
+        vtmemctl_parse_kv("POOL limit=1024 charged=x vms= granule=01");
+    g_autoptr(GHashTable) vm =
+        vtmemctl_parse_kv("VM uuid=U weight=3 name=a b=c d");
+    g_autoptr(GHashTable) junk = vtmemctl_parse_kv("VM");
+    uint64_t v = 0;
+
+    g_assert_true(vtmemctl_kv_u64(pool, "limit", &v));
+    g_assert_cmpuint(v, ==, 1024);
+    g_assert_false(vtmemctl_kv_u64(pool, "charged", &v));
+    g_assert_false(vtmemctl_kv_u64(pool, "vms", &v));
+    g_assert_false(vtmemctl_kv_u64(pool, "granule", &v));
+    g_assert_false(vtmemctl_kv_u64(pool, "missing", &v));
+    g_assert_false(vtmemctl_kv_u64(NULL, "limit", &v));
+    g_assert_cmpstr(g_hash_table_lookup(vm, "name"), ==, "a b=c d");
+    g_assert_true(vtmemctl_kv_u64(vm, "weight", &v));
+    g_assert_cmpuint(v, ==, 3);
+    g_assert_cmpuint(g_hash_table_size(junk), ==, 0);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -237,6 +495,12 @@ int main(int argc, char **argv)
     g_test_add_func("/vtmemctl/no-daemon", test_no_daemon);
     g_test_add_func("/vtmemctl/with-daemon", test_with_daemon);
     g_test_add_func("/vtmemctl/domains", test_domains);
+    g_test_add_func("/vtmemctl/reply/qmp", test_reply_qmp);
+    g_test_add_func("/vtmemctl/reply/limits", test_reply_limits);
+    g_test_add_func("/vtmemctl/reply/qom-list", test_reply_qom_list);
+    g_test_add_func("/vtmemctl/reply/values", test_reply_values);
+    g_test_add_func("/vtmemctl/reply/text", test_reply_text);
+    g_test_add_func("/vtmemctl/reply/kv", test_reply_kv);
     {
         int r = g_test_run();
 
