@@ -77,6 +77,8 @@
 #define VTMEM_POOL_MSG_SET_POOL_LIMIT	"SET-POOL-LIMIT"	/* bytes */
 #define VTMEM_POOL_MSG_SET_VM_LIMIT	"SET-VM-LIMIT"		/* uuid bytes|none */
 #define VTMEM_POOL_MSG_SET_VM_WEIGHT	"SET-VM-WEIGHT"		/* uuid weight */
+/* Drop a VM's device connections and ghosts; OK, or ERROR if none. */
+#define VTMEM_POOL_MSG_EVICT		"EVICT"			/* uuid */
 #define VTMEM_POOL_MSG_OK		"OK"
 #define VTMEM_POOL_MSG_ERR		"ERR"
 #define VTMEM_POOL_MSG_POOL		"POOL"		/* key=value ... */

@@ -104,3 +104,66 @@ void vtmem_policy_allocate(VtmemShare *v, size_t n, uint64_t total)
         break;
     }
 }
+
+static uint64_t sat_add(uint64_t a, uint64_t b)
+{
+    return a + b < a ? UINT64_MAX : a + b;
+}
+
+uint64_t vtmem_lease_charge(const VtmemLease *l)
+{
+    uint64_t ch = l->limit;
+
+    if (l->has_pending && l->pending > ch) {
+        ch = l->pending;
+    }
+    return l->held > ch ? l->held : ch;
+}
+
+void vtmem_lease_plan(VtmemLease *v, size_t n, uint64_t pool_limit,
+                      uint64_t other_charge, bool allow_raise)
+{
+    uint64_t charged = other_charge, headroom;
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        v[i].send = false;
+    }
+    /* Decreases first: always safe. */
+    for (i = 0; i < n; i++) {
+        if (!v[i].has_pending && v[i].target < v[i].limit) {
+            v[i].has_pending = true;
+            v[i].pending = v[i].target;
+            v[i].send = true;
+        }
+    }
+    if (!allow_raise) {
+        return;
+    }
+    for (i = 0; i < n; i++) {
+        charged = sat_add(charged, vtmem_lease_charge(&v[i]));
+    }
+    headroom = pool_limit > charged ? pool_limit - charged : 0;
+    for (i = 0; i < n && headroom > 0; i++) {
+        VtmemLease *l = &v[i];
+        uint64_t before, after, nl;
+
+        if (l->has_pending || l->target <= l->limit) {
+            continue;
+        }
+        before = vtmem_lease_charge(l);
+        /* the highest limit whose charge fits in the headroom */
+        nl = l->target;
+        if ((nl > l->held ? nl : l->held) - before > headroom) {
+            nl = before + headroom;
+        }
+        if (nl <= l->limit) {
+            continue;
+        }
+        after = nl > l->held ? nl : l->held;
+        headroom -= after - before;
+        l->has_pending = true;
+        l->pending = nl;
+        l->send = true;
+    }
+}

@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * The pool's sharing policy: weighted max-min fairness with caps.
- * Pure function, no I/O: unit-tested directly (tests/daemon/test-policy.c).
+ * The pool's sharing policy: weighted max-min fairness with caps, and the
+ * lease arithmetic that moves devices toward their shares.
+ * Pure functions, no I/O: unit-tested directly (tests/daemon/test-policy.c).
  */
 #ifndef VTMEM_POLICY_H
 #define VTMEM_POLICY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,5 +31,34 @@ typedef struct VtmemShare {
  * Guarantees: sum(alloc) <= total; alloc_i <= want_i; deterministic.
  */
 void vtmem_policy_allocate(VtmemShare *v, size_t n, uint64_t total);
+
+/* One device's lease as the daemon sees it (bytes). */
+typedef struct VtmemLease {
+    uint64_t held;      /* memory the device reported holding */
+    uint64_t limit;     /* limit it acknowledged (or reported) */
+    bool has_pending;   /* a LIMIT is sent and not yet acknowledged */
+    uint64_t pending;   /* its value */
+    uint64_t target;    /* where the policy wants the limit */
+    bool send;          /* out: send LIMIT `pending` now */
+} VtmemLease;
+
+/* Upper bound of what the device may hold: max(limit, pending, held). */
+uint64_t vtmem_lease_charge(const VtmemLease *l);
+
+/*
+ * Move devices toward their targets without ever overcommitting:
+ *  - every device without a LIMIT in flight whose target is below its
+ *    limit is lowered to its target (always safe: the lowered part counts
+ *    as used until the device acknowledges it);
+ *  - if allow_raise, devices below their target are raised, in order,
+ *    as far as the headroom pool_limit - (other_charge + sum of charges)
+ *    allows; none is raised when there is no headroom.
+ * A device to which a LIMIT is to be sent gets send = true and
+ * has_pending/pending set to it. Guarantee: a raise never makes
+ * other_charge + sum of charges exceed pool_limit; a device with a LIMIT
+ * in flight is left alone.
+ */
+void vtmem_lease_plan(VtmemLease *v, size_t n, uint64_t pool_limit,
+                      uint64_t other_charge, bool allow_raise);
 
 #endif /* VTMEM_POLICY_H */

@@ -25,6 +25,7 @@
 
 #include "vtmem-pool-client.h"
 #include "vtmem-pool-util.h"
+#include "vtmemd-harness.h"
 
 #define MiB (1ULL << 20)
 #define G VTMEM_POOL_GRANULE
@@ -60,62 +61,21 @@ static const char *uuid_b = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
 
 /* ---- daemon process ---- */
 
-static void daemon_start(Daemon *d, const char *pool, int grace_ms, const char *extra)
+static void daemon_start_nofile(Daemon *d, const char *pool, int grace_ms,
+                                const char *extra, rlim_t nofile)
 {
     g_autofree char *grace = g_strdup_printf("--grace-ms=%d", grace_ms);
-    const char *exe = g_getenv("VTMEMD");
-    const char *wrapper = g_getenv("VTMEMD_WRAPPER");
-    g_auto(GStrv) wrap = NULL;
-    const char *argv[40];
-    int i = 0, fd;
-    pid_t pid;
+    const char *args[] = { "--pool-limit", pool, grace, "--verbose", extra,
+                           NULL };
 
-    g_assert_nonnull(exe);
-    if (wrapper && *wrapper) {
-        wrap = g_strsplit(wrapper, " ", 30);
-        for (int j = 0; wrap[j]; j++) {
-            argv[i++] = wrap[j];
-        }
-    }
-    argv[i++] = exe;
-    argv[i++] = "--socket";
-    argv[i++] = d->sock;
-    argv[i++] = "--pool-limit";
-    argv[i++] = pool;
-    argv[i++] = grace;
-    argv[i++] = "--verbose";
-    if (extra) {
-        argv[i++] = extra;
-    }
-    argv[i] = NULL;
     g_assert_true(vtmem_pool_parse_size(pool, &d->pool));
-    fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    g_assert_cmpint(fd, >=, 0);
-    pid = fork();
-    g_assert_cmpint(pid, >=, 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execvp(argv[0], (char **)argv);
-        _exit(127);
-    }
-    close(fd);
-    d->pid = pid;
-    /* wait for the socket */
-    for (i = 0; i < 400 * time_scale; i++) {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    d->pid = vtmemd_spawn(d->sock, d->log, nofile, args, 2000 * time_scale);
+}
 
-        g_strlcpy(sa.sun_path, d->sock, sizeof(sa.sun_path));
-        if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
-            close(s);
-            return;
-        }
-        close(s);
-        g_usleep(5000);
-    }
-    g_error("vtmemd did not come up");
+static void daemon_start(Daemon *d, const char *pool, int grace_ms,
+                         const char *extra)
+{
+    daemon_start_nofile(d, pool, grace_ms, extra, 0);
 }
 
 static void daemon_kill(Daemon *d, int sig)
@@ -123,8 +83,7 @@ static void daemon_kill(Daemon *d, int sig)
     int status;
 
     if (d->pid > 0) {
-        kill(d->pid, sig);
-        g_assert_cmpint(waitpid(d->pid, &status, 0), ==, d->pid);
+        status = vtmemd_stop(d->pid, sig);
         if (sig == SIGTERM) {
             g_assert_true(WIFEXITED(status));
             g_assert_cmpint(WEXITSTATUS(status), ==, 0);
@@ -754,11 +713,14 @@ static void test_permissions(void)
     g_assert_cmpuint(status_pool(&d, "vms"), ==, 0);
     daemon_kill(&d, SIGTERM);
 
-    /* --allow-gid: the group's devices may register, not control */
+    /* --allow-gid: the group's devices may register (their own UUID:
+     * the child has no -uuid, so the null one), not control
+     */
     daemon_start(&d, "64M", 0, "--allow-gid=65534");
     g_assert_cmpint(chmod(run, 0755), ==, 0);
     g_assert_cmpint(chmod(d.sock, 0666), ==, 0);
-    g_assert_cmpint(child_as_nobody(d.sock, reg), ==, 21);
+    g_assert_cmpint(child_as_nobody(d.sock, "REGISTER 1 00000000-0000-0000-"
+                                    "0000-000000000000 0 0 1 1 nobody\n"), ==, 21);
     g_assert_cmpint(child_as_nobody(d.sock, "SET-POOL-LIMIT 1\n"), ==, 22);
     g_assert_cmpuint(status_pool(&d, "limit"), ==, 64 * MiB);
     daemon_teardown(&d);
@@ -810,7 +772,8 @@ static void test_slow_reader(void)
 }
 
 /* A lowered limit frees budget only when the device acknowledges it;
- * absurd values (a standalone device without any limit) saturate.
+ * absurd claims (a device claiming a limit it was never granted) are cut
+ * to what it was granted plus the baseline.
  */
 static void test_ack_frees(void)
 {
@@ -827,20 +790,25 @@ static void test_ack_frees(void)
 
     s = raw_connect(d.sock);
     raw_write(s, "REGISTER 1 aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee 0 18446744073709551615 "
-                 "18446744073709551615 0 unlimited\n");
+                 "18446744073709551615 50331648 unlimited\n");
     l = raw_read_line(s);
     g_assert_true(g_str_has_prefix(l, "WELCOME "));
     g_free(l);
+    /* counted as the baseline, not 2^64-1; raised to its want */
     l = raw_read_line(s);
-    g_assert_cmpstr(l, ==, "LIMIT 1 0");
+    g_assert_cmpstr(l, ==, "LIMIT 1 50331648");
     g_free(l);
-    g_assert_cmpuint(status_pool(&d, "charged"), ==, UINT64_MAX);
-    /* A wants more: nothing until the other one confirms */
+    raw_write(s, "ACK 1 0\n");
+    WAIT_FOR(status_pool(&d, "charged") == 64 * MiB, 2000);
+    /* A wants more: B is lowered, and A gets nothing until B confirms */
     dev_use(&a, 0, 64 * MiB);
+    l = raw_read_line(s);
+    g_assert_cmpstr(l, ==, "LIMIT 2 33554432");
+    g_free(l);
     spin(300);
     g_assert_cmpuint(a.limit, ==, 16 * MiB);
-    raw_write(s, "ACK 1 0\n");
-    WAIT_FOR(a.limit == 64 * MiB, 2000);
+    raw_write(s, "ACK 2 0\n");
+    WAIT_FOR(a.limit == 32 * MiB, 2000);
     /* an ACK nobody asked for is a protocol error */
     raw_write(s, "ACK 7 0\n");
     {
@@ -852,6 +820,113 @@ static void test_ack_frees(void)
         g_free(out);
     }
     close(s);
+    dev_close(&a);
+    daemon_teardown(&d);
+}
+
+/* Register on a raw connection; returns it after WELCOME (and reads the
+ * first LIMIT if want_limit).
+ */
+static int raw_register(Daemon *d, const char *uuid, const char *nums,
+                        bool want_limit)
+{
+    int s = raw_connect(d->sock);
+    g_autofree char *line = g_strdup_printf("REGISTER 1 %s %s raw\n", uuid,
+                                            nums);
+    char *l;
+
+    g_assert_cmpint(s, >=, 0);
+    raw_write(s, line);
+    l = raw_read_line(s);
+    g_assert_nonnull(l);
+    g_assert_true(g_str_has_prefix(l, "WELCOME "));
+    g_free(l);
+    if (want_limit) {
+        l = raw_read_line(s);
+        g_assert_true(g_str_has_prefix(l, "LIMIT "));
+        g_free(l);
+    }
+    return s;
+}
+
+/* E4: a peer claims to hold 2^64-1, breaks its connection and stays
+ * alive as a ghost. Others must not starve: a claim is bounded by its
+ * grants, a ghost is charged at most its last lease; root evicts it.
+ */
+static void test_ghost_starvation(void)
+{
+    Daemon d = { 0 };
+    g_autofree char *r = NULL;
+    g_autofree char *cmd = NULL;
+    Dev a;
+    int s;
+
+    daemon_setup(&d);
+    daemon_start(&d, "64M", 0, NULL);
+    dev_open(&a, &d, "vm-a", uuid_a, 1ULL << 30);
+    dev_use(&a, 0, 32 * MiB);
+    WAIT_FOR(a.limit == 32 * MiB, 2000);
+
+    s = raw_register(&d, uuid_b, "18446744073709551615 18446744073709551615 "
+                     "18446744073709551615 0", false);
+    /* a live device cannot claim more either */
+    raw_write(s, "UPDATE 18446744073709551615 0 18446744073709551615\n");
+    spin(100);
+    g_assert_cmpuint(status_pool(&d, "charged"), <=,
+                     32 * MiB + VTMEM_POOL_GRANULE);
+    raw_write(s, "garbage\n");
+    g_free(raw_read_line(s));
+    close(s);
+    WAIT_FOR(log_contains(&d, "keeping its lease"), 2000);
+    g_assert_true(log_contains(&d, "above its leases"));
+    g_assert_cmpuint(status_pool(&d, "vms"), ==, 2);
+    g_assert_cmpuint(status_pool(&d, "charged"), <=,
+                     32 * MiB + VTMEM_POOL_GRANULE);
+    /* A was never lowered, and can still grow to (nearly) the pool */
+    dev_use(&a, 0, 60 * MiB);
+    WAIT_FOR(a.limit == 60 * MiB, 2000);
+    g_assert_cmpuint(a.n_lowered, ==, 0);
+
+    /* root drops the ghost */
+    cmd = g_strdup_printf("EVICT %s", uuid_b);
+    r = control(&d, cmd);
+    g_assert_cmpstr(r, ==, "OK\n");
+    WAIT_FOR(status_pool(&d, "vms") == 1, 2000);
+    g_assert_true(log_contains(&d, "evicted by uid"));
+    dev_close(&a);
+    daemon_teardown(&d);
+}
+
+/* EVICT drops a live device (no ghost is left; its client comes back by
+ * itself), refuses an unknown UUID, and is root's only.
+ */
+static void test_evict(void)
+{
+    Daemon d = { 0 };
+    g_autofree char *cmd = NULL;
+    char *r;
+    Dev a;
+
+    daemon_setup(&d);
+    daemon_start(&d, "64M", 0, NULL);
+    dev_open(&a, &d, "vm-a", uuid_a, 1ULL << 30);
+    dev_use(&a, 0, 16 * MiB);
+    WAIT_FOR(a.connected && a.limit == 16 * MiB, 2000);
+    cmd = g_strdup_printf("EVICT %s", uuid_a);
+    r = control(&d, cmd);
+    g_assert_cmpstr(r, ==, "OK\n");
+    g_free(r);
+    WAIT_FOR(a.n_down == 1, 2000);
+    g_assert_true(log_contains(&d, "closed: evicted; returning"));
+    g_assert_false(log_contains(&d, "keeping its lease"));
+    /* the device's client registers again (backoff 100 ms) */
+    WAIT_FOR(a.n_up == 2, 3000);
+    r = control(&d, "EVICT 99999999-2222-3333-4444-555555555555");
+    g_assert_cmpstr(r, ==, "ERROR EVICT: no such VM\n");
+    g_free(r);
+    r = control(&d, "EVICT not-a-uuid");
+    g_assert_cmpstr(r, ==, "ERROR EVICT: bad uuid\n");
+    g_free(r);
     dev_close(&a);
     daemon_teardown(&d);
 }
@@ -910,5 +985,7 @@ int main(int argc, char **argv)
     g_test_add_func("/daemon/slow-reader", test_slow_reader);
     g_test_add_func("/daemon/ack-frees", test_ack_frees);
     g_test_add_func("/daemon/state-file", test_state_file);
+    g_test_add_func("/daemon/ghost-starvation", test_ghost_starvation);
+    g_test_add_func("/daemon/evict", test_evict);
     return g_test_run();
 }

@@ -20,6 +20,7 @@
 
 #include "vtmem-pool-client.h"
 #include "vtmem-store.h"
+#include "vtmemd-harness.h"
 
 #define MiB (1ULL << 20)
 #define POOL (24 * MiB)
@@ -152,24 +153,11 @@ static void test_two_stores(void)
     GRand *r = g_rand_new_with_seed(7);
     SimDev a, b;
     VtmemStoreStats sa, sb;
+    const char *args[] = { "--pool-limit", pool, "--grace-ms=0", NULL };
     pid_t pid;
     int status;
 
-    pid = fork();
-    g_assert_cmpint(pid, >=, 0);
-    if (pid == 0) {
-        int null = open("/dev/null", O_WRONLY);
-
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(null, 1);
-        dup2(null, 2);
-        execl(g_getenv("VTMEMD"), "vtmemd", "--socket", sock, "--pool-limit", pool,
-              "--grace-ms=0", NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 2000 && !g_file_test(sock, G_FILE_TEST_EXISTS); i++) {
-        g_usleep(5000);
-    }
+    pid = vtmemd_spawn(sock, NULL, 0, args, 10000);
 
     sim_open(&a, sock, "vm-a", "11111111-2222-3333-4444-555555555555");
     sims[0] = &a;
@@ -219,8 +207,7 @@ static void test_two_stores(void)
     sims[1] = NULL;
     sim_close(&b);
 
-    kill(pid, SIGTERM);
-    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    status = vtmemd_stop(pid, SIGTERM);
     g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     g_rmdir(dir);
     g_rand_free(r);
