@@ -16,11 +16,6 @@
 #include "vtmem-pool-util.h"
 #include "vtmemctl.h"
 
-#ifndef VTMEM_POOL_MSG_EVICT
-/* until vtmem-pool-proto.h (daemon branch) defines it */
-#define VTMEM_POOL_MSG_EVICT "EVICT"
-#endif
-
 /* apply --wait: at most an hour */
 #define VTMEMCTL_MAX_WAIT_S 3600
 

@@ -1,14 +1,16 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * vtmemctl without a libvirt daemon: argument errors, bad sizes, an
- * unreachable vtmemd, set-pool-limit against a real vtmemd, and domain
- * lookups against libvirt's built-in test driver (test:///default).
+ * vtmemctl without a libvirt daemon: argument errors and --help, bad
+ * sizes, an unreachable vtmemd, set-pool-limit, status and evict against
+ * a real vtmemd, domain lookups against libvirt's built-in test driver
+ * (test:///default); and its handling of hostile QMP replies
+ * (vtmemctl-reply.c) as unit tests.
  */
 #define _GNU_SOURCE
-#include <fcntl.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,6 +18,7 @@
 #include <glib/gstdio.h>
 
 #include "vtmem-pool-proto.h"
+#include "vtmemd-harness.h"
 #include "vtmemctl-reply.h"
 
 static char *sock_path;
@@ -151,62 +154,94 @@ static void test_no_daemon(void)
           "set-pool-limit", "1G");
 }
 
+/* A device connection to vtmemd, registered (the test process has no
+ * -uuid on its command line: the all-zero UUID is its own).
+ */
+static int register_device(const char *sock)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    static const char reg[] = "REGISTER 1 00000000-0000-0000-0000-000000000000"
+                              " 0 1073741824 1073741824 0 vm-evict\n";
+    char buf[256];
+    ssize_t n;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    g_strlcpy(sa.sun_path, sock, sizeof(sa.sun_path));
+    g_assert_cmpint(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), ==, 0);
+    g_assert_cmpint(write(fd, reg, strlen(reg)), ==, (ssize_t)strlen(reg));
+    n = read(fd, buf, sizeof(buf) - 1);
+    g_assert_cmpint(n, >, 0);
+    buf[n] = '\0';
+    g_assert_true(g_str_has_prefix(buf, "WELCOME "));
+    return fd;
+}
+
+/* Read what vtmemd sends on fd until it closes the connection. */
+static char *read_to_end(int fd)
+{
+    GString *s = g_string_new(NULL);
+    char buf[256];
+    ssize_t n;
+
+    while ((n = read(fd, buf, sizeof(buf))) > 0) {
+        g_string_append_len(s, buf, n);
+    }
+    close(fd);
+    return g_string_free(s, FALSE);
+}
+
 static void test_with_daemon(void)
 {
+    static const char *const args[] = { "--pool-limit", "1G", NULL };
     g_autofree char *dir = g_dir_make_tmp("vtmemctl-test-XXXXXX", NULL);
     g_autofree char *sock = g_build_filename(dir, "vtmemd.sock", NULL);
     g_autofree char *saved = sock_path;
-    pid_t pid;
-    int status;
+    g_autofree char *o = NULL;
+    g_autofree char *e = NULL;
+    g_autofree char *told = NULL;
+    pid_t pid = vtmemd_spawn(sock, NULL, 0, args, 5000);
+    int dev;
 
     sock_path = sock;
-    pid = fork();
-    g_assert_cmpint(pid, >=, 0);
-    if (pid == 0) {
-        int null = open("/dev/null", O_WRONLY);
-
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(null, 1);
-        dup2(null, 2);
-        execl(g_getenv("VTMEMD"), "vtmemd", "--socket", sock, "--pool-limit", "1G", NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 400 && !g_file_test(sock, G_FILE_TEST_EXISTS); i++) {
-        g_usleep(5000);
-    }
-    {
-        g_autofree char *o = NULL;
-        g_autofree char *e = NULL;
-
-        g_assert_cmpint(run(&o, &e, "set-pool-limit", "512M", NULL), ==, 0);
-        g_assert_cmpstr(o, ==, "pool limit set to 512.0 MiB\n");
-        g_clear_pointer(&o, g_free);
-        g_clear_pointer(&e, g_free);
-        /* no libvirt here: the pool part still shows, exit 4 */
-        g_assert_cmpint(run(&o, &e, "--connect", "bogus:///nothing", "status", NULL), ==, 4);
-        g_assert_true(g_str_has_prefix(o, "pool: vtmemd at "));
-        g_assert_nonnull(strstr(o, "limit 512.0 MiB"));
-        g_assert_nonnull(strstr(e, "cannot connect to libvirt at bogus:///nothing"));
-        g_clear_pointer(&o, g_free);
-        g_clear_pointer(&e, g_free);
-        g_assert_cmpint(run(&o, &e, "--connect", "test:///default", "status", "--json", NULL), ==, 0);
-        g_assert_nonnull(strstr(o, "\"pool_limit\" : 536870912"));
-        g_assert_nonnull(strstr(o, "\"domains\" : []"));
-        g_clear_pointer(&o, g_free);
-        g_clear_pointer(&e, g_free);
-        /* a vtmemd error is reported as such: exit 5, its text */
-        g_assert_cmpint(run(&o, &e, "evict",
-                            "12345678-9ABC-DEF0-1234-56789abcdef0", NULL), ==, 5);
-        g_assert_true(g_str_has_prefix(e, "vtmemctl: vtmemd refused: "));
-        g_assert_cmpstr(o, ==, "");
-        g_clear_pointer(&o, g_free);
-        g_clear_pointer(&e, g_free);
-        g_assert_cmpint(run(&o, &e, "--connect", "test:///default",
-                            "set-weight", "test", "200", NULL), ==, 0);
-        g_assert_cmpstr(o, ==, "test: weight 200 (persisted, applied live)\n");
-    }
-    kill(pid, SIGTERM);
-    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    g_assert_cmpint(run(&o, &e, "set-pool-limit", "512M", NULL), ==, 0);
+    g_assert_cmpstr(o, ==, "pool limit set to 512.0 MiB\n");
+    g_clear_pointer(&o, g_free);
+    g_clear_pointer(&e, g_free);
+    /* no libvirt here: the pool part still shows, exit 4 */
+    g_assert_cmpint(run(&o, &e, "--connect", "bogus:///nothing", "status",
+                        NULL), ==, 4);
+    g_assert_true(g_str_has_prefix(o, "pool: vtmemd at "));
+    g_assert_nonnull(strstr(o, "limit 512.0 MiB"));
+    g_assert_nonnull(strstr(e, "cannot connect to libvirt at bogus:///nothing"));
+    g_clear_pointer(&o, g_free);
+    g_clear_pointer(&e, g_free);
+    g_assert_cmpint(run(&o, &e, "--connect", "test:///default", "status",
+                        "--json", NULL), ==, 0);
+    g_assert_nonnull(strstr(o, "\"pool_limit\" : 536870912"));
+    g_assert_nonnull(strstr(o, "\"domains\" : []"));
+    g_clear_pointer(&o, g_free);
+    g_clear_pointer(&e, g_free);
+    g_assert_cmpint(run(&o, &e, "--connect", "test:///default", "set-weight",
+                        "test", "200", NULL), ==, 0);
+    g_assert_cmpstr(o, ==, "test: weight 200 (persisted, applied live)\n");
+    g_clear_pointer(&o, g_free);
+    g_clear_pointer(&e, g_free);
+    /* evict: a registered device is dropped (vtmemd tells it and closes) */
+    dev = register_device(sock);
+    g_assert_cmpint(run(&o, &e, "evict", "00000000-0000-0000-0000-000000000000",
+                        NULL), ==, 0);
+    g_assert_cmpstr(o, ==, "00000000-0000-0000-0000-000000000000: evicted "
+                    "from the pool\n");
+    told = read_to_end(dev);
+    g_assert_nonnull(strstr(told, "ERROR evicted\n"));
+    g_clear_pointer(&o, g_free);
+    g_clear_pointer(&e, g_free);
+    /* a vtmemd error is reported as such: exit 5, its text */
+    g_assert_cmpint(run(&o, &e, "evict", "12345678-9ABC-DEF0-1234-56789abcdef0",
+                        NULL), ==, 5);
+    g_assert_cmpstr(e, ==, "vtmemctl: vtmemd refused: EVICT: no such VM\n");
+    g_assert_cmpstr(o, ==, "");
+    vtmemd_stop(pid, SIGTERM);
     g_rmdir(dir);
     sock_path = g_steal_pointer(&saved);
 }
