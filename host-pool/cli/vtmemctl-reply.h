@@ -31,9 +31,9 @@
 char *vtmemctl_safe_text(const char *s);
 
 /*
- * Generated JSON (json-glib escapes only C0) with DEL, C1 and the
- * bidirectional overrides escaped as \uXXXX too: the same data, safe on a
- * terminal. Free with g_free.
+ * JSON from json-glib's generator with every control character but the
+ * layout's '\n' (C0, DEL, C1) and the bidirectional overrides escaped as
+ * \uXXXX: the same data, safe on a terminal. Free with g_free.
  */
 char *vtmemctl_json_escape_controls(const char *json);
 

@@ -496,6 +496,16 @@ static void test_reply_text(void)
                                          "\xe2\x80\xae\\u001b\"\n}");
     g_assert_cmpstr(json, ==,
                     "{\n  \"n\" : \"x\\u007f\\u0085\\u202e\\u001b\"\n}");
+    g_clear_pointer(&json, g_free);
+    /* json-glib 1.6 generates a raw 0x1f (found by the fuzzer) */
+    {
+        g_autoptr(JsonNode) n = json_from_string("{\"a\\u001f\": \"\\u001f\"}",
+                                                 NULL);
+        g_autofree char *gen = json_to_string(n, TRUE);
+
+        json = vtmemctl_json_escape_controls(gen);
+        g_assert_cmpstr(json, ==, "{\n  \"a\\u001f\" : \"\\u001f\"\n}");
+    }
 }
 
 static void test_reply_kv(void)
