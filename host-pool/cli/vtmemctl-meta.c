@@ -2,7 +2,8 @@
 /*
  * The per-VM settings vtmemctl keeps in the libvirt domain metadata:
  * <vtmem:vtmem><vtmem:limit>BYTES</vtmem:limit><vtmem:weight>N</...>
- * (docs/libvirt.md). Unknown elements are ignored; a malformed document
+ * (docs/libvirt.md). Unknown elements are ignored, so are values out of
+ * range (what set-limit and set-weight accept); a malformed document
  * counts as no settings.
  */
 #include <stdlib.h>
@@ -52,7 +53,8 @@ static void meta_end(GMarkupParseContext *ctx, const char *elem,
     (void)ctx;
     (void)error;
     if (strcmp(local, "limit") == 0) {
-        m->has_limit = vtmem_pool_parse_u64(t, &m->limit);
+        m->has_limit = vtmem_pool_parse_u64(t, &m->limit) &&
+                       m->limit <= VTMEM_POOL_MAX_BYTES;
     } else if (strcmp(local, "weight") == 0) {
         m->has_weight = vtmem_pool_parse_u64(t, &m->weight) &&
                         m->weight >= 1 && m->weight <= VTMEM_POOL_MAX_WEIGHT;

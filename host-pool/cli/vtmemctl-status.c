@@ -247,17 +247,10 @@ static void collect_domains(const Vtmemctl *ctl, Status *st)
 
 /* ---- output ---- */
 
-static void print_json(const Vtmemctl *ctl, Status *st)
+static void json_daemon(JsonBuilder *b, const Vtmemctl *ctl, Status *st)
 {
-    g_autoptr(JsonBuilder) b = json_builder_new();
-    g_autoptr(JsonGenerator) gen = json_generator_new();
-    g_autoptr(JsonNode) root = NULL;
-    g_autofree char *out = NULL;
-    g_autofree char *safe = NULL;
     uint64_t v;
 
-    json_builder_begin_object(b);
-    json_builder_set_member_name(b, "daemon");
     json_builder_begin_object(b);
     json_builder_set_member_name(b, "running");
     json_builder_add_boolean_value(b, !st->daemon_err);
@@ -273,35 +266,50 @@ static void print_json(const Vtmemctl *ctl, Status *st)
         json_builder_add_string_value(b, st->daemon_err);
     }
     json_builder_end_object(b);
+}
+
+static void json_domain(JsonBuilder *b, DomStat *s)
+{
+    json_builder_begin_object(b);
+    for (size_t i = 0; i < G_N_ELEMENTS(fields); i++) {
+        const StatField *f = &fields[i];
+        const StatValue *v = f->format == FMT_TEXT || f->format == FMT_RATIO
+                             ? NULL : field_value(s, f);
+
+        if (v && !v->present && f->optional) {
+            continue;
+        }
+        json_builder_set_member_name(b, f->json_key);
+        if (f->format == FMT_TEXT) {
+            json_builder_add_string_value(b, field_text(s, f));
+        } else if (f->format == FMT_RATIO) {
+            json_builder_add_double_value(b, ratio(s));
+        } else if (f->format == FMT_BOOL) {
+            json_builder_add_boolean_value(b, v->v);
+        } else {
+            json_builder_add_int_value(b, v->present ? (gint64)v->v : 0);
+        }
+    }
+    json_builder_end_object(b);
+}
+
+static void print_json(const Vtmemctl *ctl, Status *st)
+{
+    g_autoptr(JsonBuilder) b = json_builder_new();
+    g_autoptr(JsonGenerator) gen = json_generator_new();
+    g_autoptr(JsonNode) root = NULL;
+    g_autofree char *out = NULL;
+    g_autofree char *safe = NULL;
+
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "daemon");
+    json_daemon(b, ctl, st);
     json_builder_set_member_name(b, "libvirt");
     json_builder_add_boolean_value(b, !st->libvirt_err);
     json_builder_set_member_name(b, "domains");
     json_builder_begin_array(b);
     for (guint i = 0; i < st->doms->len; i++) {
-        DomStat *s = &g_array_index(st->doms, DomStat, i);
-
-        json_builder_begin_object(b);
-        for (size_t j = 0; j < G_N_ELEMENTS(fields); j++) {
-            const StatField *f = &fields[j];
-            const StatValue *val = f->format == FMT_TEXT || f->format ==
-                                   FMT_RATIO ? NULL : field_value(s, f);
-
-            if (val && !val->present && f->optional) {
-                continue;
-            }
-            json_builder_set_member_name(b, f->json_key);
-            if (f->format == FMT_TEXT) {
-                json_builder_add_string_value(b, field_text(s, f));
-            } else if (f->format == FMT_RATIO) {
-                json_builder_add_double_value(b, ratio(s));
-            } else if (f->format == FMT_BOOL) {
-                json_builder_add_boolean_value(b, val->v);
-            } else {
-                json_builder_add_int_value(b, val->present ? (gint64)val->v
-                                                           : 0);
-            }
-        }
-        json_builder_end_object(b);
+        json_domain(b, &g_array_index(st->doms, DomStat, i));
     }
     json_builder_end_array(b);
     json_builder_end_object(b);

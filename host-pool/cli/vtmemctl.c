@@ -87,6 +87,12 @@ static int cmd_status(const Vtmemctl *ctl, char **args)
 
 /* ---- set-limit ---- */
 
+/* A limit (at most VTMEM_POOL_MAX_BYTES: an int64) as a QMP value */
+static JsonNode *limit_value(uint64_t limit)
+{
+    return json_node_init_int(json_node_alloc(), (gint64)limit);
+}
+
 static bool defines_device(virDomainPtr dom)
 {
     char *xml = virDomainGetXMLDesc(dom, 0);
@@ -105,10 +111,9 @@ static int set_limit_domain(const Vtmemctl *ctl, virDomainPtr dom,
     int rc;
 
     if (virDomainIsActive(dom) == 1) {
-        rc = vtmemctl_get_device(dom, name, &path);
-        if (rc || (rc = vtmemctl_qom_set(dom, name, path, "limit",
-                                         json_node_init_int(json_node_alloc(),
-                                                            (gint64)set.limit)))) {
+        if ((rc = vtmemctl_get_device(dom, name, &path)) ||
+            (rc = vtmemctl_qom_set(dom, name, path, "limit",
+                                   limit_value(set.limit)))) {
             return rc;
         }
     } else if (!defines_device(dom)) {
@@ -237,9 +242,7 @@ static int apply_domain(const Vtmemctl *ctl, virDomainPtr dom,
         return rc;
     }
     if (m.has_limit) {
-        rc = vtmemctl_qom_set(dom, name, path, "limit",
-                              json_node_init_int(json_node_alloc(),
-                                                 (gint64)m.limit));
+        rc = vtmemctl_qom_set(dom, name, path, "limit", limit_value(m.limit));
         if (rc) {
             return rc;
         }
