@@ -23,16 +23,28 @@
 
 static char *sock_path;
 
-/* Run vtmemctl with args; returns exit status, stdout, stderr. */
+/*
+ * Run vtmemctl with args; returns exit status, stdout, stderr.
+ * $VTMEMCTL_WRAPPER ("valgrind --error-exitcode=99 ...") runs it under a
+ * tool: an error changes the exit status the test expects.
+ */
 static int run(char **out, char **err, const char *first, ...)
 {
     g_autoptr(GPtrArray) argv = g_ptr_array_new();
     g_autoptr(GError) e = NULL;
     g_auto(GStrv) env = g_get_environ();
+    g_auto(GStrv) wrapper = NULL;
+    const char *w = g_getenv("VTMEMCTL_WRAPPER");
     const char *a;
     va_list ap;
     int status;
 
+    if (w && *w) {
+        g_assert_true(g_shell_parse_argv(w, NULL, &wrapper, NULL));
+        for (char **p = wrapper; *p; p++) {
+            g_ptr_array_add(argv, *p);
+        }
+    }
     g_ptr_array_add(argv, (char *)g_getenv("VTMEMCTL"));
     va_start(ap, first);
     for (a = first; a; a = va_arg(ap, const char *)) {
