@@ -54,7 +54,7 @@ static int run(char **out, char **err, const char *first, ...)
     g_ptr_array_add(argv, NULL);
     env = g_environ_setenv(env, VTMEM_POOL_SOCKET_ENV, sock_path, TRUE);
     env = g_environ_unsetenv(env, "LIBVIRT_DEFAULT_URI");
-    g_assert_true(g_spawn_sync(NULL, (char **)argv->pdata, env, G_SPAWN_DEFAULT, NULL, NULL,
+    g_assert_true(g_spawn_sync(NULL, (char **)argv->pdata, env, G_SPAWN_SEARCH_PATH, NULL, NULL,
                                out, err, &status, &e));
     g_assert_no_error(e);
     g_assert_true(WIFEXITED(status));
