@@ -33,7 +33,8 @@ struct VtmemPoolClient {
     guint backoff_ms;
 
     bool first_attempt; /* inside vtmem_pool_client_new() */
-    bool has_lease;     /* the daemon was reached at least once */
+    bool has_lease;     /* the daemon decides (it was reached, or is busy) */
+    bool unreachable_logged;
     uint64_t lease;     /* last lease (LIMIT) from the daemon */
     uint64_t cap;       /* device's own limit */
     uint64_t limit;     /* what the device enforces */
@@ -210,13 +211,15 @@ static void handle_line(VtmemPoolClient *c, const char *line)
         g_auto(GStrv) g = g_strsplit(f[2], " ", 2);
 
         if (!vtmem_pool_parse_u64(f[1], &v[0]) || v[0] != VTMEM_POOL_PROTO_VERSION ||
-            g_strv_length(g) != 2 || !vtmem_pool_parse_u64(g[0], &v[1]) || v[1] == 0 ||
+            g_strv_length(g) != 2 || !vtmem_pool_parse_u64(g[0], &v[1]) ||
+            v[1] < 4096 || v[1] > VTMEM_POOL_MAX_BYTES ||
             !vtmem_pool_parse_u64(g[1], &v[2])) {
             client_disconnect(c, "bad WELCOME");
             return;
         }
         c->granule = v[1];
         c->welcomed = true;
+        c->unreachable_logged = false;
         c->backoff_ms = VTMEM_POOL_RECONNECT_MIN_MS;
         g_debug("registered with %s", c->path);
         if (c->ops.connection_changed) {
@@ -278,20 +281,51 @@ static gboolean in_ready(gint fd, GIOCondition cond, gpointer data)
     return c->fd == fd ? G_SOURCE_CONTINUE : G_SOURCE_REMOVE;
 }
 
+/*
+ * The daemon exists but cannot take us now (its backlog is full): from
+ * now on it decides, not the device's own cap. Until its first lease the
+ * device keeps what it holds and stores nothing new.
+ */
+static void daemon_decides(VtmemPoolClient *c)
+{
+    if (c->has_lease) {
+        return;
+    }
+    c->has_lease = true;
+    c->lease = c->held < c->cap ? c->held : c->cap;
+    c->limit = effective_limit(c);
+    if (!c->first_attempt) {
+        c->held = c->ops.set_limit(c->opaque, c->limit);
+    }
+}
+
 static void client_connect(VtmemPoolClient *c)
 {
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    int fd;
+    int fd, e;
 
     g_strlcpy(sa.sun_path, c->path, sizeof(sa.sun_path));
+    if (c->ops.get_held) {
+        c->held = c->ops.get_held(c->opaque);
+    }
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         schedule_retry(c);
         return;
     }
     if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        g_debug("connect %s: %s", c->path, g_strerror(errno));
+        e = errno;
         close(fd);
+        if (!c->unreachable_logged) {
+            g_message("vtmemd at %s: %s; %s; retrying", c->path, g_strerror(e),
+                      c->has_lease ? "keeping the last lease"
+                      : e == EAGAIN ? "storing nothing new until it answers"
+                      : "running on the device's own limit until it answers");
+            c->unreachable_logged = true;
+        }
+        if (e == EAGAIN || e == EWOULDBLOCK) {
+            daemon_decides(c);
+        }
         schedule_retry(c);
         return;
     }
@@ -300,24 +334,19 @@ static void client_connect(VtmemPoolClient *c)
     c->in_src = g_unix_fd_source_new(fd, G_IO_IN | G_IO_HUP | G_IO_ERR);
     g_source_set_callback(c->in_src, G_SOURCE_FUNC(in_ready), c, NULL);
     g_source_attach(c->in_src, c->ctx);
-    if (c->ops.get_held) {
-        c->held = c->ops.get_held(c->opaque);
-    }
     if (c->first_attempt) {
         /* The device has not applied any limit yet: from now on the
-         * daemon decides; until its first lease the device may hold what
-         * it holds and store nothing new. (A device that ran standalone
-         * keeps its limit and reports it: the daemon lowers it.)
+         * daemon decides. (A device that ran standalone keeps its limit
+         * and reports it: the daemon lowers it.)
          */
-        c->has_lease = true;
-        c->lease = c->held < c->cap ? c->held : c->cap;
-        c->limit = effective_limit(c);
+        daemon_decides(c);
     }
     c->sent_held = c->held;
     c->sent_wanted = c->demand;
     c->sent_cap = c->cap;
-    client_send(c, VTMEM_POOL_MSG_REGISTER " %d %s %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT
-                " %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT " %s",
+    client_send(c, VTMEM_POOL_MSG_REGISTER " %d %s %" G_GUINT64_FORMAT
+                " %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT " %"
+                G_GUINT64_FORMAT " %s",
                 VTMEM_POOL_PROTO_VERSION, c->uuid, c->held, c->limit, c->cap,
                 c->demand, c->name);
 }

@@ -189,7 +189,9 @@ void conn_doom(Conn *c, const char *reason)
         c->hello_src = 0;
     }
     if (!c->d->reap_src) {
-        c->d->reap_src = g_idle_add(reap, c->d);
+        /* default priority: ready fds must not starve it */
+        c->d->reap_src = g_idle_add_full(G_PRIORITY_DEFAULT, reap, c->d,
+                                         NULL);
     }
 }
 

@@ -239,6 +239,12 @@ void handle_register(Conn *c, char **f, unsigned nf)
              " cap %" G_GUINT64_FORMAT " wanted %" G_GUINT64_FORMAT,
              c->held, c->limit, c->cap, c->wanted);
     register_reply(c);
+    if (c->limit < v[2]) {
+        /* It enforces more than it may: lower it to what its leases
+         * allowed (the baseline is slack, not a lease).
+         */
+        send_limit(c, c->granted);
+    }
     if (total_charge(d) > d->pool_limit) {
         conn_log(c, G_LOG_LEVEL_WARNING,
                  "devices hold leases of %" G_GUINT64_FORMAT " bytes, above"

@@ -95,7 +95,9 @@ void daemon_schedule_rebalance(Daemon *d)
         return;
     }
     if (now >= next) {
-        d->rebalance_src = g_idle_add(rebalance_cb, d);
+        /* default priority: ready fds must not starve it */
+        d->rebalance_src = g_idle_add_full(G_PRIORITY_DEFAULT, rebalance_cb,
+                                           d, NULL);
     } else {
         d->rebalance_src = g_timeout_add((guint)((next - now) / 1000) + 1,
                                          rebalance_cb, d);

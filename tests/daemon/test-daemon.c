@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -251,6 +252,8 @@ static int raw_connect(const char *path)
     struct timeval tv = { .tv_sec = 3 };
 
     g_strlcpy(sa.sun_path, path, sizeof(sa.sun_path));
+    /* a full backlog makes connect wait: not forever */
+    setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
         close(s);
         return -1;
@@ -463,7 +466,9 @@ static void test_restart(void)
 }
 
 /* A device that starts while the daemon is down runs on its own limit
- * and registers when the daemon appears.
+ * and registers when the daemon appears (in the daemon's grace period,
+ * where what a registering device holds is believed up to its cap and
+ * the pool).
  */
 static void test_standalone(void)
 {
@@ -476,7 +481,7 @@ static void test_standalone(void)
     dev_use(&a, 10 * MiB, VTMEM_POOL_WANT_AUTO);
     spin(150);
     g_assert_false(a.connected);
-    daemon_start(&d, "8M", 0, NULL);
+    daemon_start(&d, "8M", 2000, NULL);
     WAIT_FOR(a.connected, 5000);
     WAIT_FOR(a.limit == 8 * MiB, 2000);
     g_assert_cmpuint(status_pool(&d, "charged"), ==, 10 * MiB);
@@ -640,47 +645,79 @@ static void test_crash(void)
     daemon_teardown(&d);
 }
 
-/* As nobody, in a child: connect and try to register. Returns what the
- * daemon answered (first line) through the exit code.
+/* Connect, send line, and map the daemon's first answer to a code. */
+static int register_once(const char *sock, const char *line)
+{
+    int s = raw_connect(sock);
+    char *l;
+
+    if (s < 0) {
+        return errno == EACCES ? 11 : 12;
+    }
+    /* the daemon may have closed already: the answer is still there */
+    (void)!write(s, line, strlen(line));
+    l = raw_read_line(s);
+    if (!l) {
+        return 13;
+    }
+    if (strcmp(l, "ERROR not allowed") == 0) {
+        return 20;
+    }
+    if (g_str_has_prefix(l, "WELCOME")) {
+        return 21;
+    }
+    if (g_str_has_prefix(l, "ERROR control")) {
+        return 22;
+    }
+    if (strcmp(l, "ERROR REGISTER: uuid is not the peer's -uuid") == 0) {
+        return 23;
+    }
+    if (strcmp(l, "ERROR REGISTER: uuid registered by another process") == 0) {
+        return 24;
+    }
+    return 14;
+}
+
+static void become_nobody(void)
+{
+    if (setresgid(65534, 65534, 65534) < 0 || setgroups(0, NULL) < 0 ||
+        setresuid(65534, 65534, 65534) < 0) {
+        _exit(10);
+    }
+}
+
+static char *self_exe;
+
+/*
+ * As nobody, in a child: connect and try to register. Returns what the
+ * daemon answered (first line) through the exit code. With uuid, the
+ * child is this program again with "-uuid UUID" on its command line, as
+ * a QEMU has.
  */
-static int child_as_nobody(const char *sock, const char *line)
+static int child_as_nobody_uuid(const char *sock, const char *line,
+                                const char *uuid)
 {
     pid_t pid = fork();
     int status;
 
     g_assert_cmpint(pid, >=, 0);
     if (pid == 0) {
-        int s;
-        char *l;
-
-        if (setresgid(65534, 65534, 65534) < 0 || setgroups(0, NULL) < 0 ||
-            setresuid(65534, 65534, 65534) < 0) {
-            _exit(10);
+        become_nobody();
+        if (uuid) {
+            execl(self_exe, self_exe, "--register-child", sock, line, "-uuid",
+                  uuid, NULL);
+            _exit(15);
         }
-        s = raw_connect(sock);
-        if (s < 0) {
-            _exit(errno == EACCES ? 11 : 12);
-        }
-        /* the daemon may have closed already: the answer is still there */
-        (void)!write(s, line, strlen(line));
-        l = raw_read_line(s);
-        if (!l) {
-            _exit(13);
-        }
-        if (strcmp(l, "ERROR not allowed") == 0) {
-            _exit(20);
-        }
-        if (g_str_has_prefix(l, "WELCOME")) {
-            _exit(21);
-        }
-        if (g_str_has_prefix(l, "ERROR control")) {
-            _exit(22);
-        }
-        _exit(14);
+        _exit(register_once(sock, line));
     }
     g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
     g_assert_true(WIFEXITED(status));
     return WEXITSTATUS(status);
+}
+
+static int child_as_nobody(const char *sock, const char *line)
+{
+    return child_as_nobody_uuid(sock, line, NULL);
 }
 
 static void test_permissions(void)
@@ -794,20 +831,26 @@ static void test_ack_frees(void)
     l = raw_read_line(s);
     g_assert_true(g_str_has_prefix(l, "WELCOME "));
     g_free(l);
-    /* counted as the baseline, not 2^64-1; raised to its want */
+    /* counted as the baseline, not 2^64-1, and lowered to its grant */
     l = raw_read_line(s);
-    g_assert_cmpstr(l, ==, "LIMIT 1 50331648");
+    g_assert_cmpstr(l, ==, "LIMIT 1 0");
     g_free(l);
+    g_assert_cmpuint(status_pool(&d, "charged"), ==, 20 * MiB);
     raw_write(s, "ACK 1 0\n");
+    /* then raised to its want */
+    l = raw_read_line(s);
+    g_assert_cmpstr(l, ==, "LIMIT 2 50331648");
+    g_free(l);
+    raw_write(s, "ACK 2 0\n");
     WAIT_FOR(status_pool(&d, "charged") == 64 * MiB, 2000);
     /* A wants more: B is lowered, and A gets nothing until B confirms */
     dev_use(&a, 0, 64 * MiB);
     l = raw_read_line(s);
-    g_assert_cmpstr(l, ==, "LIMIT 2 33554432");
+    g_assert_cmpstr(l, ==, "LIMIT 3 33554432");
     g_free(l);
     spin(300);
     g_assert_cmpuint(a.limit, ==, 16 * MiB);
-    raw_write(s, "ACK 2 0\n");
+    raw_write(s, "ACK 3 0\n");
     WAIT_FOR(a.limit == 32 * MiB, 2000);
     /* an ACK nobody asked for is a protocol error */
     raw_write(s, "ACK 7 0\n");
@@ -917,7 +960,7 @@ static void test_evict(void)
     g_assert_cmpstr(r, ==, "OK\n");
     g_free(r);
     WAIT_FOR(a.n_down == 1, 2000);
-    g_assert_true(log_contains(&d, "closed: evicted; returning"));
+    WAIT_FOR(log_contains(&d, "closed: evicted; returning"), 2000);
     g_assert_false(log_contains(&d, "keeping its lease"));
     /* the device's client registers again (backoff 100 ms) */
     WAIT_FOR(a.n_up == 2, 3000);
@@ -929,6 +972,384 @@ static void test_evict(void)
     g_free(r);
     dev_close(&a);
     daemon_teardown(&d);
+}
+
+/* Open the socket of a daemon started by root to nobody. */
+static void open_to_nobody(Daemon *d)
+{
+    g_autofree char *run = g_path_get_dirname(d->sock);
+
+    g_assert_cmpint(chmod(d->dir, 0755), ==, 0);
+    g_assert_cmpint(chmod(run, 0755), ==, 0);
+    g_assert_cmpint(chmod(d->sock, 0666), ==, 0);
+}
+
+/* A device registers as its own VM only: the UUID must be the peer's
+ * -uuid, and one UUID has one live registering process.
+ */
+static void test_impersonation(void)
+{
+    Daemon d = { 0 };
+    g_autofree char *reg_a = g_strdup_printf("REGISTER 1 %s 0 0 1 1 x\n",
+                                             uuid_a);
+    g_autofree char *reg_b = g_strdup_printf("REGISTER 1 %s 0 0 1 1 x\n",
+                                             uuid_b);
+    Dev a;
+
+    if (geteuid() != 0) {
+        g_test_skip("needs root to switch to nobody");
+        return;
+    }
+    daemon_setup(&d);
+    daemon_start(&d, "64M", 0, "--allow-gid=65534");
+    open_to_nobody(&d);
+    dev_open(&a, &d, "vm-a", uuid_a, 1ULL << 30);
+    WAIT_FOR(a.connected, 2000);
+    /* its own -uuid: accepted */
+    g_assert_cmpint(child_as_nobody_uuid(d.sock, reg_b, uuid_b), ==, 21);
+    /* another UUID than its -uuid, or none: refused */
+    g_assert_cmpint(child_as_nobody_uuid(d.sock, reg_b, uuid_a), ==, 23);
+    g_assert_cmpint(child_as_nobody(d.sock, reg_b), ==, 23);
+    /* a VM's UUID registered by another live process: refused */
+    g_assert_cmpint(child_as_nobody_uuid(d.sock, reg_a, uuid_a), ==, 24);
+    g_assert_true(log_contains(&d, "protocol error: REGISTER: uuid is not"));
+    g_assert_cmpuint(status_pool(&d, "vms"), ==, 1);
+    dev_close(&a);
+    daemon_teardown(&d);
+}
+
+/* CPU seconds the process used so far. */
+static double proc_cpu(pid_t pid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%ld/stat", (long)pid);
+    g_autofree char *text = NULL;
+    g_auto(GStrv) f = NULL;
+
+    g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
+    f = g_strsplit(strrchr(text, ')') + 2, " ", -1);
+    return (double)(g_ascii_strtoull(f[11], NULL, 10) +
+                    g_ascii_strtoull(f[12], NULL, 10)) / sysconf(_SC_CLK_TCK);
+}
+
+/* A nobody child that opens n connections and keeps them. */
+static pid_t nobody_holder(const char *sock, int n)
+{
+    pid_t pid = fork();
+
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        become_nobody();    /* clears the death signal: set it after */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        for (int i = 0; i < n; i++) {
+            struct sockaddr_un sa = { .sun_family = AF_UNIX };
+            int s = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+
+            g_strlcpy(sa.sun_path, sock, sizeof(sa.sun_path));
+            (void)!connect(s, (struct sockaddr *)&sa, sizeof(sa));
+        }
+        pause();
+        _exit(0);
+    }
+    return pid;
+}
+
+static void holders_stop(pid_t *pids, int n)
+{
+    for (int i = 0; i < n; i++) {
+        int status;
+
+        kill(pids[i], SIGKILL);
+        waitpid(pids[i], &status, 0);
+    }
+}
+
+static guint log_count(Daemon *d, const char *needle)
+{
+    g_autofree char *text = NULL;
+    guint n = 0;
+
+    if (!g_file_get_contents(d->log, &text, NULL, NULL)) {
+        return 0;
+    }
+    for (const char *p = strstr(text, needle); p; p = strstr(p + 1, needle)) {
+        n++;
+    }
+    return n;
+}
+
+/* E5: peers of the allowed group open connections by the hundred: root's
+ * control connection and root's devices are still served.
+ */
+static void test_flood(void)
+{
+    Daemon d = { 0 };
+    pid_t pids[8];
+    Dev a;
+
+    if (geteuid() != 0) {
+        g_test_skip("needs root to switch to nobody");
+        return;
+    }
+    daemon_setup(&d);
+    /* 256 fds: (256 - 32) / 2 = 112 connections, 104 shared, 52 per uid */
+    daemon_start_nofile(&d, "64M", 0, "--allow-gid=65534", 256);
+    open_to_nobody(&d);
+    for (int i = 0; i < 8; i++) {
+        pids[i] = nobody_holder(d.sock, 30);
+    }
+    WAIT_FOR(log_count(&d, "rejected: too many connections") >= 100, 3000);
+    g_assert_cmpuint(status_pool(&d, "max-connections"), ==, 112);
+    /* nobody's 52, and root's few control connections */
+    g_assert_cmpuint(status_pool(&d, "connections"), <=, 52 + 4);
+    g_assert_true(log_contains(&d, "from this process"));
+    dev_open(&a, &d, "vm-a", uuid_a, 1ULL << 30);
+    WAIT_FOR(a.connected && a.limit == G, 2000);
+    holders_stop(pids, 8);
+    dev_close(&a);
+    daemon_teardown(&d);
+}
+
+/* E3: out of file descriptors, the listener pauses (no busy loop, no log
+ * flood) and serves again once fds are free.
+ */
+static void test_fd_exhaustion(void)
+{
+    Daemon d = { 0 };
+    struct rlimit low = { 8, 64 }, back = { 64, 64 };
+    pid_t pids[4];
+    int s[20];
+    double cpu;
+
+    if (geteuid() != 0) {
+        g_test_skip("needs root to switch to nobody");
+        return;
+    }
+    daemon_setup(&d);
+    daemon_start_nofile(&d, "64M", 0, "--allow-gid=65534", 64);
+    open_to_nobody(&d);
+    for (int i = 0; i < 4; i++) {
+        pids[i] = nobody_holder(d.sock, 40);
+    }
+    spin(300);
+    /* the caps keep it within its fds: root is served */
+    g_assert_cmpuint(status_pool(&d, "max-connections"), ==, 16);
+    g_assert_cmpuint(status_pool(&d, "vms"), ==, 0);
+    cpu = proc_cpu(d.pid);
+    spin(1000);
+    g_assert_cmpfloat(proc_cpu(d.pid) - cpu, <, 0.25);
+
+    /* fewer fds than it holds: every accept fails */
+    g_assert_cmpint(prlimit(d.pid, RLIMIT_NOFILE, &low, NULL), ==, 0);
+    for (int i = 0; i < 20; i++) {
+        s[i] = raw_connect(d.sock);
+        g_assert_cmpint(s[i], >=, 0);
+    }
+    cpu = proc_cpu(d.pid);
+    spin(1000);
+    g_assert_cmpfloat(proc_cpu(d.pid) - cpu, <, 0.25);
+    g_assert_cmpuint(log_count(&d, "accept: Too many open files"), ==, 1);
+    for (int i = 0; i < 20; i++) {
+        close(s[i]);
+    }
+    g_assert_cmpint(prlimit(d.pid, RLIMIT_NOFILE, &back, NULL), ==, 0);
+    /* serving again: the closed connections waiting are accepted (and
+     * closed) within the pause, then root's STATUS is answered
+     */
+    spin(500);
+    g_assert_cmpuint(status_pool(&d, "vms"), ==, 0);
+    holders_stop(pids, 4);
+    daemon_teardown(&d);
+}
+
+/* Milliseconds one STATUS takes, to its END line. */
+static double status_ms(Daemon *d)
+{
+    gint64 t0 = g_get_monotonic_time();
+    int s = raw_connect(d->sock);
+    GString *st = g_string_new(NULL);
+    char buf[65536];
+    ssize_t n;
+
+    g_assert_cmpint(s, >=, 0);
+    raw_write(s, "STATUS\n");
+    while (!g_str_has_suffix(st->str, "END\n") &&
+           (n = read(s, buf, sizeof(buf))) > 0) {
+        g_string_append_len(st, buf, n);
+    }
+    close(s);
+    g_assert_true(g_str_has_prefix(st->str, "POOL "));
+    g_assert_true(g_str_has_suffix(st->str, "END\n"));
+    g_string_free(st, TRUE);
+    return (double)(g_get_monotonic_time() - t0) / 1000.0;
+}
+
+/* E7: one peer floods UPDATEs beside 300 devices: rebalancing is
+ * coalesced (at most one pass per 10 ms) and STATUS stays prompt.
+ */
+static void test_update_flood(void)
+{
+    Daemon d = { 0 };
+    int socks[300];
+    pid_t flooder;
+    uint64_t r0, r1;
+    gint64 t0, t1;
+    double worst = 0;
+
+    daemon_setup(&d);
+    daemon_start(&d, "4G", 0, NULL);
+    for (int i = 0; i < 300; i++) {
+        g_autofree char *uuid = g_strdup_printf("%08x-0000-0000-0000-"
+                                                "000000000001", i);
+
+        socks[i] = raw_register(&d, uuid, "0 0 1073741824 8388608", false);
+    }
+    for (int i = 0; i < 5; i++) {
+        worst = MAX(worst, status_ms(&d));
+    }
+    g_test_message("STATUS without a flood: worst %.1f ms", worst);
+    worst = 0;
+    flooder = fork();
+    g_assert_cmpint(flooder, >=, 0);
+    if (flooder == 0) {
+        int s = raw_register(&d, "ffffffff-0000-0000-0000-000000000001",
+                             "0 0 1073741824 8388608", false);
+        gint64 end = g_get_monotonic_time() + 4 * G_USEC_PER_SEC;
+        GString *burst = g_string_new(NULL);
+
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+
+        for (int i = 0; i < 100; i++) {
+            g_string_append_printf(burst, "UPDATE %d 8388608 1073741824\n",
+                                   i * 4096);
+        }
+        while (g_get_monotonic_time() < end) {
+            if (write(s, burst->str, burst->len) < 0) {
+                _exit(1);
+            }
+        }
+        _exit(0);
+    }
+    spin(300);
+    r0 = status_pool(&d, "rebalances");
+    t0 = g_get_monotonic_time();
+    for (int i = 0; i < 10; i++) {
+        worst = MAX(worst, status_ms(&d));
+        spin(100);
+    }
+    r1 = status_pool(&d, "rebalances");
+    t1 = g_get_monotonic_time();
+    g_test_message("STATUS under the flood: worst %.1f ms; %" G_GUINT64_FORMAT
+                   " passes in %" G_GINT64_FORMAT " ms", worst, r1 - r0,
+                   (t1 - t0) / 1000);
+    g_assert_cmpfloat(worst, <, 1000.0);
+    g_assert_cmpuint(r1 - r0, <=, (uint64_t)((t1 - t0) / 1000 / 10 + 10));
+    kill(flooder, SIGKILL);
+    waitpid(flooder, NULL, 0);
+    for (int i = 0; i < 300; i++) {
+        close(socks[i]);
+    }
+    daemon_teardown(&d);
+}
+
+/* The socket's directory must not be writable by others, nor a symlink. */
+static void test_socket_dir(void)
+{
+    g_autofree char *dir = g_dir_make_tmp("vtmemd-dir-XXXXXX", NULL);
+    g_autofree char *open_dir = g_build_filename(dir, "open", NULL);
+    g_autofree char *link = g_build_filename(dir, "link", NULL);
+    g_autofree char *real = g_build_filename(dir, "real", NULL);
+    const struct { const char *dir; const char *why; } cases[] = {
+        { open_dir, "writable by group or others" },
+        { link, "is not a directory (or is a symlink)" },
+    };
+
+    g_assert_cmpint(g_mkdir(open_dir, 0770), ==, 0);
+    g_assert_cmpint(chmod(open_dir, 0770), ==, 0);
+    g_assert_cmpint(g_mkdir(real, 0750), ==, 0);
+    g_assert_cmpint(symlink(real, link), ==, 0);
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autofree char *sock = g_build_filename(cases[i].dir, "s", NULL);
+        g_autofree char *log = g_build_filename(dir, "log", NULL);
+        g_autofree char *err = NULL;
+        int status = 0;
+        pid_t pid = fork();
+
+        g_assert_cmpint(pid, >=, 0);
+        if (pid == 0) {
+            int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            dup2(fd, 2);
+            execl(g_getenv("VTMEMD"), "vtmemd", "--socket", sock,
+                  "--pool-limit", "1G", NULL);
+            _exit(127);
+        }
+        /* it must refuse at once, not serve */
+        for (int t = 0; t < 400 * time_scale; t++) {
+            if (waitpid(pid, &status, WNOHANG) == pid) {
+                pid = 0;
+                break;
+            }
+            g_usleep(5000);
+        }
+        if (pid) {
+            vtmemd_stop(pid, SIGKILL);
+            g_error("vtmemd accepted %s", cases[i].dir);
+        }
+        g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+        g_assert_true(g_file_get_contents(log, &err, NULL, NULL));
+        g_assert_nonnull(strstr(err, cases[i].why));
+        g_assert_false(g_file_test(sock, G_FILE_TEST_EXISTS));
+        g_unlink(log);
+    }
+    g_unlink(link);
+    g_rmdir(real);
+    g_rmdir(open_dir);
+    g_rmdir(dir);
+}
+
+/* A daemon whose backlog is full (E3): the device does not run on its
+ * own cap as if there were no pool; it stores nothing new and retries.
+ */
+static void test_backlog_full(void)
+{
+    g_autofree char *dir = g_dir_make_tmp("vtmemd-backlog-XXXXXX", NULL);
+    g_autofree char *sock = g_build_filename(dir, "s", NULL);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    GPtrArray *fill = g_ptr_array_new();
+    Dev a;
+
+    g_strlcpy(sa.sun_path, sock, sizeof(sa.sun_path));
+    g_assert_cmpint(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), ==, 0);
+    g_assert_cmpint(listen(lfd, 0), ==, 0);
+    for (int i = 0; i < 64; i++) {
+        int s = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+        if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+            g_assert_cmpint(errno, ==, EAGAIN);
+            close(s);
+            break;
+        }
+        g_ptr_array_add(fill, GINT_TO_POINTER(s));
+    }
+    {
+        Daemon d = { .sock = sock };
+
+        dev_open(&a, &d, "vm-a", uuid_a, 12 * MiB);
+    }
+    g_assert_cmpuint(a.limit, ==, 0);
+    g_assert_false(vtmem_pool_client_is_connected(a.c));
+    spin(300);
+    g_assert_cmpuint(vtmem_pool_client_get_limit(a.c), ==, 0);
+    dev_close(&a);
+    for (guint i = 0; i < fill->len; i++) {
+        close(GPOINTER_TO_INT(fill->pdata[i]));
+    }
+    g_ptr_array_free(fill, TRUE);
+    close(lfd);
+    g_unlink(sock);
+    g_rmdir(dir);
 }
 
 /* Weights and VM limits survive a daemon restart with --state-file. */
@@ -970,6 +1391,10 @@ static void test_state_file(void)
 
 int main(int argc, char **argv)
 {
+    if (argc == 6 && strcmp(argv[1], "--register-child") == 0) {
+        return register_once(argv[2], argv[3]);
+    }
+    self_exe = g_canonicalize_filename(argv[0], NULL);
     g_test_init(&argc, &argv, NULL);
     signal(SIGPIPE, SIG_IGN);
     if (g_getenv("VTMEMD_TIME_SCALE")) {
@@ -987,5 +1412,11 @@ int main(int argc, char **argv)
     g_test_add_func("/daemon/state-file", test_state_file);
     g_test_add_func("/daemon/ghost-starvation", test_ghost_starvation);
     g_test_add_func("/daemon/evict", test_evict);
+    g_test_add_func("/daemon/impersonation", test_impersonation);
+    g_test_add_func("/daemon/flood", test_flood);
+    g_test_add_func("/daemon/fd-exhaustion", test_fd_exhaustion);
+    g_test_add_func("/daemon/update-flood", test_update_flood);
+    g_test_add_func("/daemon/socket-dir", test_socket_dir);
+    g_test_add_func("/daemon/backlog-full", test_backlog_full);
     return g_test_run();
 }

@@ -3,6 +3,7 @@
 #include <glib.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "vtmem-policy.h"
 
@@ -204,6 +205,124 @@ static void test_random(void)
     g_rand_free(r);
 }
 
+/* ---- lease plan ---- */
+
+static uint64_t total_after(const VtmemLease *v, size_t n, uint64_t other)
+{
+    uint64_t sum = other;
+
+    for (size_t i = 0; i < n; i++) {
+        sum += vtmem_lease_charge(&v[i]);
+    }
+    return sum;
+}
+
+/* The properties of every plan, given the leases before it. */
+static void check_plan(const VtmemLease *before, const VtmemLease *v,
+                       size_t n, uint64_t pool, uint64_t other,
+                       bool allow_raise)
+{
+    bool raised = false;
+    uint64_t after = total_after(v, n, other);
+
+    for (size_t i = 0; i < n; i++) {
+        const VtmemLease *b = &before[i];
+
+        g_assert_cmpuint(v[i].held, ==, b->held);
+        g_assert_cmpuint(v[i].limit, ==, b->limit);
+        if (b->has_pending) {
+            /* a LIMIT in flight: left alone */
+            g_assert_false(v[i].send);
+            g_assert_cmpuint(v[i].pending, ==, b->pending);
+            continue;
+        }
+        if (b->target < b->limit) {
+            /* decreases are always sent, to the target */
+            g_assert_true(v[i].send);
+            g_assert_cmpuint(v[i].pending, ==, b->target);
+            continue;
+        }
+        if (!v[i].send) {
+            g_assert_false(v[i].has_pending);
+            /* not raised: it was at its target, or nothing was left */
+            g_assert_true(b->target == b->limit || !allow_raise ||
+                          after >= pool);
+            continue;
+        }
+        /* a raise: above the limit, never above the target */
+        g_assert_true(allow_raise);
+        g_assert_cmpuint(v[i].pending, >, b->limit);
+        g_assert_cmpuint(v[i].pending, <=, b->target);
+        if (v[i].pending < b->target) {
+            g_assert_cmpuint(after, ==, pool);   /* stopped by the pool */
+        }
+        raised = true;
+    }
+    /* the invariant: a raise never overcommits the pool */
+    if (raised) {
+        g_assert_cmpuint(after, <=, pool);
+    }
+}
+
+static void test_lease_random(void)
+{
+    GRand *r = g_rand_new_with_seed(4321);
+
+    for (int round = 0; round < 20000; round++) {
+        size_t n = (size_t)g_rand_int_range(r, 0, 12);
+        VtmemLease v[12], before[12];
+        uint64_t pool = (uint64_t)g_rand_int_range(r, 0, 4000);
+        uint64_t other = (uint64_t)g_rand_int_range(r, 0, 600);
+        bool allow = g_rand_int_range(r, 0, 4) != 0;
+
+        for (size_t i = 0; i < n; i++) {
+            v[i] = (VtmemLease) {
+                .held = (uint64_t)g_rand_int_range(r, 0, 800),
+                .limit = (uint64_t)g_rand_int_range(r, 0, 800),
+                .has_pending = g_rand_int_range(r, 0, 4) == 0,
+                .pending = (uint64_t)g_rand_int_range(r, 0, 800),
+                .target = (uint64_t)g_rand_int_range(r, 0, 800),
+                .send = g_rand_boolean(r),
+            };
+        }
+        memcpy(before, v, sizeof(v));
+        vtmem_lease_plan(v, n, pool, other, allow);
+        check_plan(before, v, n, pool, other, allow);
+    }
+    g_rand_free(r);
+}
+
+/* Two devices share 100: the lowered one frees budget only once it has
+ * acknowledged, the other is raised exactly into what is free.
+ */
+static void test_lease_steps(void)
+{
+    VtmemLease v[2] = {
+        { .held = 60, .limit = 60, .target = 50 },
+        { .held = 0, .limit = 40, .target = 50 },
+    };
+
+    vtmem_lease_plan(v, 2, 100, 0, true);
+    g_assert_true(v[0].send && v[0].pending == 50);
+    g_assert_false(v[1].send);      /* 60 + 40 = 100: no headroom */
+    /* device 0 acknowledges, holding 55 */
+    v[0].has_pending = false;
+    v[0].limit = 50;
+    v[0].held = 55;
+    vtmem_lease_plan(v, 2, 100, 0, true);
+    g_assert_false(v[0].send);
+    g_assert_true(v[1].send && v[1].pending == 45);
+    /* nothing moves up while in grace (allow_raise false) */
+    v[1].has_pending = false;
+    v[1].limit = 45;
+    v[0].held = 50;
+    vtmem_lease_plan(v, 2, 100, 0, false);
+    g_assert_false(v[0].send || v[1].send);
+    /* ghosts (other) take from the headroom */
+    vtmem_lease_plan(v, 2, 100, 3, true);
+    g_assert_true(v[1].send && v[1].pending == 47);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -216,5 +335,7 @@ int main(int argc, char **argv)
     g_test_add_func("/policy/rounding", test_rounding);
     g_test_add_func("/policy/edge", test_edge);
     g_test_add_func("/policy/random", test_random);
+    g_test_add_func("/policy/lease-steps", test_lease_steps);
+    g_test_add_func("/policy/lease-random", test_lease_random);
     return g_test_run();
 }

@@ -4,8 +4,8 @@
 # seed corpus; fail on any crash, leak, timeout or sanitizer report.
 #   run-fuzzer.sh FUZZER SEED_DIR [SECONDS]
 # SECONDS defaults to $VTMEM_FUZZ_SECONDS, else 30. Findings (crash-*,
-# leak-*, timeout-*) are kept in $VTMEM_FUZZ_ARTIFACTS (default: a
-# directory next to the build's meson-logs) to turn into regression seeds.
+# leak-*, timeout-*) are kept in $VTMEM_FUZZ_ARTIFACTS (default:
+# artifacts/ beside the fuzzer) to turn into regression seeds.
 set -eu
 fuzzer=$1
 seeds=$2
@@ -13,7 +13,7 @@ seconds=${3:-${VTMEM_FUZZ_SECONDS:-30}}
 name=$(basename "$fuzzer")
 work=$(mktemp -d "${TMPDIR:-/tmp}/$name.XXXXXX")
 trap 'rm -rf "$work"' EXIT INT TERM
-artifacts=${VTMEM_FUZZ_ARTIFACTS:-$(pwd)/fuzz-artifacts}
+artifacts=${VTMEM_FUZZ_ARTIFACTS:-$(dirname "$fuzzer")/artifacts}
 mkdir -p "$artifacts" "$work/corpus"
 cp -r "$seeds"/. "$work/corpus/"
 
