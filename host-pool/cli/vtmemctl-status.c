@@ -93,7 +93,7 @@ typedef struct Status {
     char *daemon_err;       /* NULL: vtmemd answered */
     GHashTable *pool;       /* its POOL line */
     GHashTable *vms;        /* lower-case UUID -> its VM line */
-    char *libvirt_err;      /* NULL: connected */
+    char *libvirt_err;      /* NULL: the domains were listed */
     int rc;
     GArray *doms;           /* of DomStat */
 } Status;
@@ -106,6 +106,14 @@ static const char *field_text(const DomStat *s, const StatField *f)
 static StatValue *field_value(DomStat *s, const StatField *f)
 {
     return (StatValue *)((char *)s + f->offset);
+}
+
+/* A number of vtmemd's POOL line; 0 if it has none. */
+static uint64_t pool_u64(Status *st, const char *key)
+{
+    uint64_t v;
+
+    return vtmemctl_kv_u64(st->pool, key, &v) ? v : 0;
 }
 
 static double ratio(const DomStat *s)
@@ -221,14 +229,13 @@ static void collect_domains(const Vtmemctl *ctl, Status *st)
     st->doms = g_array_new(FALSE, TRUE, sizeof(DomStat));
     g_array_set_clear_func(st->doms, dom_stat_clear);
     conn = virConnectOpen(ctl->uri);
-    if (!conn) {
-        st->libvirt_err = vtmemctl_virt_error();
-        st->rc = VTMEMCTL_EXIT_LIBVIRT;
-        return;
-    }
-    n = virConnectListAllDomains(conn, &doms, VIR_CONNECT_LIST_DOMAINS_ACTIVE);
+    n = conn ? virConnectListAllDomains(conn, &doms,
+                                        VIR_CONNECT_LIST_DOMAINS_ACTIVE) : -1;
     if (n < 0) {
-        st->libvirt_err = vtmemctl_virt_error();
+        g_autofree char *why = vtmemctl_virt_error();
+
+        st->libvirt_err = conn ? g_strdup_printf("listing domains: %s", why)
+                               : vtmemctl_connect_error(ctl);
         st->rc = VTMEMCTL_EXIT_LIBVIRT;
         return;
     }
@@ -249,8 +256,6 @@ static void collect_domains(const Vtmemctl *ctl, Status *st)
 
 static void json_daemon(JsonBuilder *b, const Vtmemctl *ctl, Status *st)
 {
-    uint64_t v;
-
     json_builder_begin_object(b);
     json_builder_set_member_name(b, "running");
     json_builder_add_boolean_value(b, !st->daemon_err);
@@ -258,8 +263,7 @@ static void json_daemon(JsonBuilder *b, const Vtmemctl *ctl, Status *st)
     json_builder_add_string_value(b, ctl->socket_path);
     for (size_t i = 0; !st->daemon_err && i < G_N_ELEMENTS(pool_fields); i++) {
         json_builder_set_member_name(b, pool_fields[i].json_key);
-        json_builder_add_int_value(b, vtmemctl_kv_u64(st->pool,
-                                   pool_fields[i].key, &v) ? (gint64)v : 0);
+        json_builder_add_int_value(b, (gint64)pool_u64(st, pool_fields[i].key));
     }
     if (st->daemon_err) {
         json_builder_set_member_name(b, "error");
@@ -373,24 +377,21 @@ static void print_row(DomStat *s)
 static void print_text(const Vtmemctl *ctl, Status *st)
 {
     char limit[32], charged[32];
-    uint64_t v;
 
     if (!st->daemon_err) {
         printf("pool: vtmemd at %s: limit %s, in use (leases) %s, "
                "%" G_GUINT64_FORMAT " VMs\n", ctl->socket_path,
-               vtmem_pool_format_size(vtmemctl_kv_u64(st->pool, "limit", &v)
-                                      ? v : 0, limit, sizeof(limit)),
-               vtmem_pool_format_size(vtmemctl_kv_u64(st->pool, "charged", &v)
-                                      ? v : 0, charged, sizeof(charged)),
-               vtmemctl_kv_u64(st->pool, "vms", &v) ? v : 0);
+               vtmem_pool_format_size(pool_u64(st, "limit"), limit,
+                                      sizeof(limit)),
+               vtmem_pool_format_size(pool_u64(st, "charged"), charged,
+                                      sizeof(charged)),
+               pool_u64(st, "vms"));
     } else {
         printf("pool: %s (devices run on their own limits)\n",
                st->daemon_err);
     }
     if (st->libvirt_err) {
-        vtmemctl_fail(st->rc, "cannot connect to libvirt%s%s: %s",
-                      ctl->uri ? " at " : "", ctl->uri ? ctl->uri : "",
-                      st->libvirt_err);
+        vtmemctl_fail(st->rc, "%s", st->libvirt_err);
     } else if (st->doms->len == 0) {
         printf("no running domain has a %s device\n", VTMEM_QOM_TYPE);
     } else {

@@ -35,7 +35,16 @@ void vtmemctl_virt_init(void)
     virSetErrorFunc(NULL, silent_error);
 }
 
-int vtmemctl_open_libvirt(const Vtmemctl *ctl, virConnectPtr *conn)
+char *vtmemctl_connect_error(const Vtmemctl *ctl)
+{
+    g_autofree char *why = vtmemctl_virt_error();
+
+    return g_strdup_printf("cannot connect to libvirt%s%s: %s",
+                           ctl->uri ? " at " : "", ctl->uri ? ctl->uri : "",
+                           why);
+}
+
+static int open_libvirt(const Vtmemctl *ctl, virConnectPtr *conn)
 {
     g_autofree char *why = NULL;
 
@@ -43,11 +52,8 @@ int vtmemctl_open_libvirt(const Vtmemctl *ctl, virConnectPtr *conn)
     if (*conn) {
         return 0;
     }
-    why = vtmemctl_virt_error();
-    return vtmemctl_fail(VTMEMCTL_EXIT_LIBVIRT,
-                         "cannot connect to libvirt%s%s: %s",
-                         ctl->uri ? " at " : "", ctl->uri ? ctl->uri : "",
-                         why);
+    why = vtmemctl_connect_error(ctl);
+    return vtmemctl_fail(VTMEMCTL_EXIT_LIBVIRT, "%s", why);
 }
 
 /* The domain, or NULL with the exit code in *rc (nothing printed). */
@@ -90,7 +96,7 @@ int vtmemctl_with_domain(const Vtmemctl *ctl, const char *name,
     g_autoptr(virDomain) dom = NULL;
     gint64 deadline = g_get_monotonic_time() +
                      (gint64)wait_s * G_USEC_PER_SEC;
-    int rc = vtmemctl_open_libvirt(ctl, &conn);
+    int rc = open_libvirt(ctl, &conn);
 
     if (rc) {
         return rc;

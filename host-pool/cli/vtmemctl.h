@@ -50,7 +50,8 @@ int vtmemctl_daemon_command(const Vtmemctl *ctl, const char *cmd);
 void vtmemctl_virt_init(void);
 /* libvirt's last error as text safe for the terminal. */
 char *vtmemctl_virt_error(void);
-int vtmemctl_open_libvirt(const Vtmemctl *ctl, virConnectPtr *conn);
+/* "cannot connect to libvirt at URI: why", after virConnectOpen failed. */
+char *vtmemctl_connect_error(const Vtmemctl *ctl);
 
 typedef int (*VtmemctlDomainFn)(const Vtmemctl *ctl, virDomainPtr dom,
                                 const char *name, void *opaque);
