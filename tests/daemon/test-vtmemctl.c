@@ -2,7 +2,7 @@
 /*
  * vtmemctl without a libvirt daemon: argument errors and --help, bad
  * sizes, an unreachable vtmemd, set-pool-limit, status and evict against
- * a real vtmemd, domain lookups against libvirt's built-in test driver
+ * a real vtmemd, status against a hostile one, domain lookups against libvirt's built-in test driver
  * (test:///default); and its handling of hostile QMP replies
  * (vtmemctl-reply.c) as unit tests.
  */
@@ -256,6 +256,104 @@ static void test_with_daemon(void)
     vtmemd_stop(pid, SIGTERM);
     g_rmdir(dir);
     sock_path = g_steal_pointer(&saved);
+}
+
+/*
+ * A hostile vtmemd: answers one connection with reply (any bytes), then
+ * closes it. It plays an attacker that took the socket's place.
+ */
+typedef struct HostileDaemon {
+    int listen_fd;
+    const char *reply;
+    size_t len;
+} HostileDaemon;
+
+static gpointer hostile_serve(gpointer data)
+{
+    HostileDaemon *h = data;
+    int fd = accept(h->listen_fd, NULL, NULL);
+    char buf[256];
+
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(read(fd, buf, sizeof(buf)), >, 0);
+    /* vtmemctl may stop reading (and close) before all is written */
+    (void)!send(fd, h->reply, h->len, MSG_NOSIGNAL);
+    close(fd);
+    return NULL;
+}
+
+/* status (and its exit code) when vtmemd answers STATUS with reply */
+static char *status_from(const char *reply, size_t len, int *rc)
+{
+    g_autofree char *dir = g_dir_make_tmp("vtmemctl-test-XXXXXX", NULL);
+    g_autofree char *sock = g_build_filename(dir, "vtmemd.sock", NULL);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    HostileDaemon h = { .reply = reply, .len = len };
+    g_autofree char *saved = sock_path;
+    g_autofree char *e = NULL;
+    char *o = NULL;
+    GThread *t;
+
+    g_strlcpy(sa.sun_path, sock, sizeof(sa.sun_path));
+    h.listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    g_assert_cmpint(bind(h.listen_fd, (struct sockaddr *)&sa, sizeof(sa)), ==,
+                    0);
+    g_assert_cmpint(listen(h.listen_fd, 1), ==, 0);
+    t = g_thread_new("hostile-vtmemd", hostile_serve, &h);
+    sock_path = sock;
+    *rc = run(&o, &e, "--connect", "test:///default", "status", NULL);
+    sock_path = g_steal_pointer(&saved);
+    g_thread_join(t);
+    close(h.listen_fd);
+    g_unlink(sock);
+    g_rmdir(dir);
+    return o;
+}
+
+static void test_hostile_daemon(void)
+{
+    static const struct {
+        const char *reply, *pool;
+    } cases[] = {
+        { "POOL limit=1024 charged=1 vms=0\nEND\n",
+          "pool: vtmemd at " },
+        { "POOL limit=1x charged=-1\nVM uuid=x weight=99999999999999999999\n"
+          "END\n", "limit 0 B, in use (leases) 0 B, 0 VMs" },
+        { "VM uuid=x\nEND\n", "pool: bad reply from vtmemd: no POOL line" },
+        { "POOL limit=\x1b[2J\nEND\n",
+          "pool: bad reply from vtmemd: non-printable byte in line" },
+        { "ERROR \xc2\x9b" "31m\n", "pool: bad reply from vtmemd: "
+          "non-printable byte in line" },
+        { "ERROR go away\n", "pool: vtmemd refused: go away" },
+        { "POOL limit=1\n", "pool: vtmemd closed the connection" },
+        { "\n", "pool: bad reply from vtmemd: empty line" },
+    };
+    GString *flood = g_string_new(NULL);
+    GString *long_line = g_string_new("POOL ");
+    g_autofree char *xs = g_strnfill(VTMEM_POOL_MAX_LINE, 'x');
+    g_autofree char *o = NULL;
+    int rc;
+
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        o = status_from(cases[i].reply, strlen(cases[i].reply), &rc);
+        g_test_message("reply %s", cases[i].reply);
+        g_assert_cmpint(rc, ==, 0);
+        g_assert_nonnull(strstr(o, cases[i].pool));
+        g_assert_nonnull(strstr(o, "no running domain has a"));
+        g_clear_pointer(&o, g_free);
+    }
+    /* a daemon that never ends its reply is cut off */
+    for (int i = 0; i < 100001; i++) {
+        g_string_append(flood, "VM uuid=x\n");
+    }
+    o = status_from(flood->str, flood->len, &rc);
+    g_assert_nonnull(strstr(o, "pool: bad reply from vtmemd: too many lines"));
+    g_clear_pointer(&o, g_free);
+    g_string_append(long_line, xs);
+    o = status_from(long_line->str, long_line->len, &rc);
+    g_assert_nonnull(strstr(o, "pool: bad reply from vtmemd: line too long"));
+    g_string_free(flood, TRUE);
+    g_string_free(long_line, TRUE);
 }
 
 /* libvirt's test driver runs in-process: no libvirtd needed. */
@@ -552,6 +650,7 @@ int main(int argc, char **argv)
     g_test_add_func("/vtmemctl/no-daemon", test_no_daemon);
     g_test_add_func("/vtmemctl/with-daemon", test_with_daemon);
     g_test_add_func("/vtmemctl/domains", test_domains);
+    g_test_add_func("/vtmemctl/hostile-daemon", test_hostile_daemon);
     g_test_add_func("/vtmemctl/reply/qmp", test_reply_qmp);
     g_test_add_func("/vtmemctl/reply/limits", test_reply_limits);
     g_test_add_func("/vtmemctl/reply/qom-list", test_reply_qom_list);
