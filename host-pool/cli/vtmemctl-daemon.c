@@ -83,11 +83,14 @@ int vtmemctl_daemon_request(const Vtmemctl *ctl, const char *cmd,
             rc = VTMEMCTL_EXIT_DAEMON;
         } else if (r == VTMEM_LINE_OK) {
             rc = reply_line(line, lines, err);
-        } else if ((n = vtmem_line_reader_fill(&rd, s)) <= 0) {
-            *err = g_strdup_printf("vtmemd closed the connection%s%s",
-                                   n < 0 ? ": " : "",
-                                   n < 0 ? g_strerror(errno) : "");
-            rc = VTMEMCTL_EXIT_DAEMON;
+        } else {
+            n = vtmem_line_reader_fill(&rd, s);
+            if (n <= 0) {
+                *err = g_strdup_printf("vtmemd closed the connection%s%s",
+                                       n < 0 ? ": " : "",
+                                       n < 0 ? g_strerror(errno) : "");
+                rc = VTMEMCTL_EXIT_DAEMON;
+            }
         }
     }
     close(s);

@@ -54,7 +54,8 @@ char *vtmemctl_json_escape_controls(const char *json)
     g_autofree char *valid = g_utf8_make_valid(json, -1);
     GString *out = g_string_new(NULL);
 
-    /* '\n' is layout (pretty printing); other C0 occurs only in strings,
+    /*
+     * '\n' is layout (pretty printing); other C0 occurs only in strings,
      * where json-glib 1.6 leaves 0x1f unescaped (found by the fuzzer)
      */
     for (const char *p = valid; *p; p = g_utf8_next_char(p)) {
@@ -143,9 +144,9 @@ JsonNode *vtmemctl_qmp_reply(const char *text, char **err)
         *err = g_strdup("QMP reply nested too deeply or not plain JSON");
         return NULL;
     }
-    if (!json_parser_load_from_data(parser, text, -1, &jerr) ||
-        !(root = json_parser_get_root(parser)) ||
-        !JSON_NODE_HOLDS_OBJECT(root)) {
+    root = json_parser_load_from_data(parser, text, -1, &jerr)
+           ? json_parser_get_root(parser) : NULL;
+    if (!root || !JSON_NODE_HOLDS_OBJECT(root)) {
         shown = vtmemctl_safe_text(text);
         *err = g_strdup_printf("bad QMP reply: %s", shown);
         return NULL;
@@ -195,7 +196,8 @@ bool vtmemctl_json_u64(JsonNode *n, uint64_t *out)
         return false;
     }
     if (json_node_get_value_type(n) == G_TYPE_INT64) {
-        /* json-glib keeps the 64 bits of an unsigned decimal (QEMU's
+        /*
+         * json-glib keeps the 64 bits of an unsigned decimal (QEMU's
          * uint64) and saturates above UINT64_MAX
          */
         *out = (uint64_t)json_node_get_int(n);

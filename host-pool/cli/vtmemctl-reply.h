@@ -14,7 +14,8 @@
 #include <glib.h>
 #include <json-glib/json-glib.h>
 
-/* Longest QMP reply accepted, and deepest nesting: json-glib's parser
+/*
+ * Longest QMP reply accepted, and deepest nesting: json-glib's parser
  * recurses per level and overflows the stack at ~100,000 levels.
  */
 #define VTMEMCTL_QMP_MAX_REPLY (1024 * 1024)

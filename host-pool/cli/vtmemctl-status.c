@@ -44,39 +44,39 @@ typedef struct StatField {
     int width;              /* text column width; < 0: left-aligned */
     StatFormat format;
     size_t offset;          /* of the member in DomStat */
-    bool optional;          /* absent: no JSON member, "-" in the table
-                             * (else 0 and "?") */
+    /* absent: no JSON member and "-" in the table (else 0 and "?") */
+    bool optional;
 } StatField;
 
-#define STR(m) FMT_TEXT, offsetof(DomStat, m)
-#define VAL(fmt, m) fmt, offsetof(DomStat, m)
+#define OFF(member) offsetof(DomStat, member)
 
 static const StatField fields[] = {
-    { "name", NULL, "DOMAIN", -20, STR(name), false },
-    { "uuid", NULL, NULL, 0, STR(uuid), false },
-    { "qom_path", NULL, NULL, 0, STR(path), false },
-    { "limit", "limit", "LIMIT", 10, VAL(FMT_SIZE, limit), false },
-    { "weight", NULL, "WEIGHT", 6, VAL(FMT_COUNT, weight), false },
-    { "lease", NULL, "LEASE", 10, VAL(FMT_SIZE, lease), true },
-    { "memory_held", "memory-held", "HELD", 10, VAL(FMT_SIZE, held), false },
-    { "stored_pages", "stored-pages", "PAGES", 10,
-      VAL(FMT_COUNT, stored), false },
+    { "name", NULL, "DOMAIN", -20, FMT_TEXT, OFF(name), false },
+    { "uuid", NULL, NULL, 0, FMT_TEXT, OFF(uuid), false },
+    { "qom_path", NULL, NULL, 0, FMT_TEXT, OFF(path), false },
+    { "limit", "limit", "LIMIT", 10, FMT_SIZE, OFF(limit), false },
+    { "weight", NULL, "WEIGHT", 6, FMT_COUNT, OFF(weight), false },
+    { "lease", NULL, "LEASE", 10, FMT_SIZE, OFF(lease), true },
+    { "memory_held", "memory-held", "HELD", 10, FMT_SIZE, OFF(held), false },
+    { "stored_pages", "stored-pages", "PAGES", 10, FMT_COUNT, OFF(stored),
+      false },
     { "compression_ratio", NULL, "RATIO", 6, FMT_RATIO, 0, false },
-    { "refusals", "refusals", "REFUSALS", 9, VAL(FMT_COUNT, refusals), false },
-    { "same_filled_pages", "same-filled-pages", NULL, 0,
-      VAL(FMT_COUNT, same), false },
-    { "compressed_bytes", "compressed-bytes", NULL, 0,
-      VAL(FMT_COUNT, compressed), false },
-    { "pool_limit", "pool-limit", NULL, 0, VAL(FMT_SIZE, pool_limit), true },
-    { "pool_connected", "pool-connected", NULL, 0,
-      VAL(FMT_BOOL, pool_connected), true },
-    /* the manual compaction's counters: absent on older devices */
-    { "compactions", "compactions", "COMPACTIONS", 11,
-      VAL(FMT_COUNT, compactions), true },
-    { "compact_objects_moved", "compact-objects-moved", NULL, 0,
-      VAL(FMT_COUNT, objects_moved), true },
-    { "compact_bytes_freed", "compact-bytes-freed", NULL, 0,
-      VAL(FMT_SIZE, bytes_freed), true },
+    { "refusals", "refusals", "REFUSALS", 9, FMT_COUNT, OFF(refusals),
+      false },
+    { "same_filled_pages", "same-filled-pages", NULL, 0, FMT_COUNT, OFF(same),
+      false },
+    { "compressed_bytes", "compressed-bytes", NULL, 0, FMT_COUNT,
+      OFF(compressed), false },
+    { "pool_limit", "pool-limit", NULL, 0, FMT_SIZE, OFF(pool_limit), true },
+    { "pool_connected", "pool-connected", NULL, 0, FMT_BOOL,
+      OFF(pool_connected), true },
+    /* the compaction counters: absent on older devices */
+    { "compactions", "compactions", "COMPACTIONS", 11, FMT_COUNT,
+      OFF(compactions), true },
+    { "compact_objects_moved", "compact-objects-moved", NULL, 0, FMT_COUNT,
+      OFF(objects_moved), true },
+    { "compact_bytes_freed", "compact-bytes-freed", NULL, 0, FMT_SIZE,
+      OFF(bytes_freed), true },
 };
 
 /* vtmemd's STATUS "POOL" members in --json */
@@ -175,7 +175,8 @@ static void collect_daemon(const Vtmemctl *ctl, Status *st)
     }
 }
 
-/* The device's properties, the settings and vtmemd's view of the VM;
+/*
+ * The device's properties, the settings and vtmemd's view of the VM;
  * false if the domain has no device.
  */
 static bool collect_domain(virDomainPtr dom, GHashTable *vms, DomStat *s)

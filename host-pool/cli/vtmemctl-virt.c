@@ -127,7 +127,8 @@ int vtmemctl_need_running(virDomainPtr dom, const char *name)
 
 /* ---- QMP ---- */
 
-/* Run a QMP command built in b (taken); the "return" member or NULL with
+/*
+ * Run a QMP command built in b (taken); the "return" member or NULL with
  * *err (safe text).
  */
 static JsonNode *qmp(virDomainPtr dom, JsonBuilder *b, char **err)

@@ -111,9 +111,13 @@ static int set_limit_domain(const Vtmemctl *ctl, virDomainPtr dom,
     int rc;
 
     if (virDomainIsActive(dom) == 1) {
-        if ((rc = vtmemctl_get_device(dom, name, &path)) ||
-            (rc = vtmemctl_qom_set(dom, name, path, "limit",
-                                   limit_value(set.limit)))) {
+        rc = vtmemctl_get_device(dom, name, &path);
+        if (rc) {
+            return rc;
+        }
+        rc = vtmemctl_qom_set(dom, name, path, "limit",
+                              limit_value(set.limit));
+        if (rc) {
             return rc;
         }
     } else if (!defines_device(dom)) {
@@ -121,7 +125,8 @@ static int set_limit_domain(const Vtmemctl *ctl, virDomainPtr dom,
                              "domain '%s' has no %s device", name,
                              VTMEM_QOM_TYPE);
     }
-    if ((rc = vtmemctl_meta_write(dom, name, &set))) {
+    rc = vtmemctl_meta_write(dom, name, &set);
+    if (rc) {
         return rc;
     }
     vtmem_pool_format_size(set.limit, size, sizeof(size));
@@ -188,7 +193,8 @@ static int cmd_set_pool_limit(const Vtmemctl *ctl, char **args)
     }
     cmd = g_strdup_printf(VTMEM_POOL_MSG_SET_POOL_LIMIT " %" G_GUINT64_FORMAT,
                           size);
-    if ((rc = vtmemctl_daemon_command(ctl, cmd))) {
+    rc = vtmemctl_daemon_command(ctl, cmd);
+    if (rc) {
         return rc;
     }
     printf("pool limit set to %s\n",
@@ -230,7 +236,8 @@ static int apply_domain(const Vtmemctl *ctl, virDomainPtr dom,
     int rc;
 
     (void)opaque;
-    if ((rc = vtmemctl_need_running(dom, name))) {
+    rc = vtmemctl_need_running(dom, name);
+    if (rc) {
         return rc;
     }
     vtmemctl_meta_read(dom, VIR_DOMAIN_AFFECT_LIVE, &m);
@@ -238,7 +245,8 @@ static int apply_domain(const Vtmemctl *ctl, virDomainPtr dom,
         printf("%s: no vtmem settings in the metadata\n", name);
         return 0;
     }
-    if ((rc = vtmemctl_get_device(dom, name, &path))) {
+    rc = vtmemctl_get_device(dom, name, &path);
+    if (rc) {
         return rc;
     }
     if (m.has_limit) {
@@ -278,11 +286,15 @@ static int compact_domain(const Vtmemctl *ctl, virDomainPtr dom,
 
     (void)ctl;
     (void)opaque;
-    if ((rc = vtmemctl_need_running(dom, name)) ||
-        (rc = vtmemctl_get_device(dom, name, &path)) ||
-        (rc = vtmemctl_qom_set(dom, name, path, "compact",
-                               json_node_init_boolean(json_node_alloc(),
-                                                      TRUE)))) {
+    rc = vtmemctl_need_running(dom, name);
+    if (!rc) {
+        rc = vtmemctl_get_device(dom, name, &path);
+    }
+    if (!rc) {
+        rc = vtmemctl_qom_set(dom, name, path, "compact",
+                              json_node_init_boolean(json_node_alloc(), TRUE));
+    }
+    if (rc) {
         return rc;
     }
     printf("%s: compaction requested (counters: vtmemctl status --json)\n",
@@ -309,7 +321,8 @@ static int cmd_evict(const Vtmemctl *ctl, char **args)
     }
     uuid = g_ascii_strdown(args[0], -1);
     cmd = g_strdup_printf(VTMEM_POOL_MSG_EVICT " %s", uuid);
-    if ((rc = vtmemctl_daemon_command(ctl, cmd))) {
+    rc = vtmemctl_daemon_command(ctl, cmd);
+    if (rc) {
         return rc;
     }
     printf("%s: evicted from the pool\n", uuid);
@@ -467,9 +480,11 @@ static int run_command(const Vtmemctl *ctl, const VtmemctlCommand *cmd,
     if (cmd->options) {
         g_option_context_add_main_entries(ctx, cmd->options, NULL);
     }
-    if ((rc = parse_options(ctx, &args)) || (rc = take_positionals(args,
-                                                                   false,
-                                                                   pos))) {
+    rc = parse_options(ctx, &args);
+    if (!rc) {
+        rc = take_positionals(args, false, pos);
+    }
+    if (rc) {
         return rc < 0 ? 0 : rc;
     }
     if (pos->len != cmd->n_args) {
@@ -520,8 +535,11 @@ static int run(Vtmemctl *ctl, char **argv)
     char **rest;
     int rc;
 
-    if ((rc = parse_options(ctx, &args)) ||
-        (rc = take_positionals(args, true, pos))) {
+    rc = parse_options(ctx, &args);
+    if (!rc) {
+        rc = take_positionals(args, true, pos);
+    }
+    if (rc) {
         return rc;
     }
     if (!pos->len) {
@@ -533,7 +551,9 @@ static int run(Vtmemctl *ctl, char **argv)
                              (char *)pos->pdata[0]);
     }
     /* the command's arguments, its name first (as argv[0]) */
-    for (rest = args; *rest != pos->pdata[0]; rest++) {
+    rest = args;
+    while (*rest != pos->pdata[0]) {
+        rest++;
     }
     return run_command(ctl, cmd, rest);
 }

@@ -85,7 +85,8 @@ typedef struct VtmemctlMeta {
 
 /* The settings in the domain's metadata (flags: VIR_DOMAIN_AFFECT_*). */
 void vtmemctl_meta_read(virDomainPtr dom, unsigned flags, VtmemctlMeta *m);
-/* Replace the settings present in set, keep the others; live (if running)
+/*
+ * Replace the settings present in set, keep the others; live (if running)
  * and config (if persistent). Errors printed: 0 or the exit code.
  */
 int vtmemctl_meta_write(virDomainPtr dom, const char *name,

@@ -2,9 +2,9 @@
 /*
  * vtmemctl without a libvirt daemon: argument errors and --help, bad
  * sizes, an unreachable vtmemd, set-pool-limit, status and evict against
- * a real vtmemd, status against a hostile one, domain lookups against libvirt's built-in test driver
- * (test:///default); and its handling of hostile QMP replies
- * (vtmemctl-reply.c) as unit tests.
+ * a real vtmemd, status against a hostile one, domain lookups against
+ * libvirt's built-in test driver (test:///default); and its handling of
+ * hostile QMP replies (vtmemctl-reply.c) as unit tests.
  */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -54,8 +54,9 @@ static int run(char **out, char **err, const char *first, ...)
     g_ptr_array_add(argv, NULL);
     env = g_environ_setenv(env, VTMEM_POOL_SOCKET_ENV, sock_path, TRUE);
     env = g_environ_unsetenv(env, "LIBVIRT_DEFAULT_URI");
-    g_assert_true(g_spawn_sync(NULL, (char **)argv->pdata, env, G_SPAWN_SEARCH_PATH, NULL, NULL,
-                               out, err, &status, &e));
+    g_assert_true(g_spawn_sync(NULL, (char **)argv->pdata, env,
+                               G_SPAWN_SEARCH_PATH, NULL, NULL, out, err,
+                               &status, &e));
     g_assert_no_error(e);
     g_assert_true(WIFEXITED(status));
     return WEXITSTATUS(status);
@@ -145,8 +146,10 @@ static void test_help(void)
 
 static void test_sizes(void)
 {
-    static const char *const bad[] = { "", "-1", "+5", "1.5G", "12X", "G", "1 G", "0x10",
-                                       "99999999999999999999999", "2E", "2GiBs", "16777216T" };
+    static const char *const bad[] = {
+        "", "-1", "+5", "1.5G", "12X", "G", "1 G", "0x10",
+        "99999999999999999999999", "2E", "2GiBs", "16777216T",
+    };
 
     for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
         g_autofree char *msg = g_strdup_printf("bad size '%s'", bad[i]);
@@ -166,7 +169,8 @@ static void test_no_daemon(void)
           "set-pool-limit", "1G");
 }
 
-/* A device connection to vtmemd, registered (the test process has no
+/*
+ * A device connection to vtmemd, registered (the test process has no
  * -uuid on its command line: the all-zero UUID is its own).
  */
 static int register_device(const char *sock)
@@ -224,7 +228,8 @@ static void test_with_daemon(void)
                         NULL), ==, 4);
     g_assert_true(g_str_has_prefix(o, "pool: vtmemd at "));
     g_assert_nonnull(strstr(o, "limit 512.0 MiB"));
-    g_assert_nonnull(strstr(e, "cannot connect to libvirt at bogus:///nothing"));
+    g_assert_nonnull(strstr(e, "cannot connect to libvirt at "
+                            "bogus:///nothing"));
     g_clear_pointer(&o, g_free);
     g_clear_pointer(&e, g_free);
     g_assert_cmpint(run(&o, &e, "--connect", "test:///default", "status",
@@ -359,18 +364,21 @@ static void test_hostile_daemon(void)
 /* libvirt's test driver runs in-process: no libvirtd needed. */
 static void test_domains(void)
 {
-    CHECK(2, "no domain 'nosuchvm'", "--connect", "test:///default", "set-limit", "nosuchvm", "1G");
-    CHECK(2, "no domain 'nosuchvm'", "--connect", "test:///default", "set-weight", "nosuchvm", "5");
-    CHECK(2, "no domain 'nosuchvm'", "--connect", "test:///default", "apply", "nosuchvm");
+    const char *t = "test:///default";
+
+    CHECK(2, "no domain 'nosuchvm'", "-c", t, "set-limit", "nosuchvm", "1G");
+    CHECK(2, "no domain 'nosuchvm'", "-c", t, "set-weight", "nosuchvm", "5");
+    CHECK(2, "no domain 'nosuchvm'", "-c", t, "apply", "nosuchvm");
     /* the test driver has no QEMU monitor: a libvirt error */
-    CHECK(4, "QMP", "--connect", "test:///default", "set-limit", "test", "1G");
+    CHECK(4, "QMP", "-c", t, "set-limit", "test", "1G");
     /* weights are persisted in the metadata; the daemon is down */
-    CHECK(3, "vtmemd is not running", "--connect", "test:///default", "set-weight", "test", "200");
-    CHECK(4, "cannot connect to libvirt", "--connect", "bogus:///x", "set-limit", "vm", "1G");
-    CHECK(2, "no domain 'nosuchvm'", "--connect", "test:///default", "compact", "nosuchvm");
-    CHECK(4, "QMP", "--connect", "test:///default", "compact", "test");
-    CHECK(4, "cannot connect to libvirt", "--connect", "bogus:///x", "compact", "vm");
-    CHECK(1, "bad size", "--connect", "bogus:///x", "set-limit", "vm", "1Q");
+    CHECK(3, "vtmemd is not running", "-c", t, "set-weight", "test", "200");
+    CHECK(4, "cannot connect to libvirt", "-c", "bogus:///x", "set-limit",
+          "vm", "1G");
+    CHECK(2, "no domain 'nosuchvm'", "-c", t, "compact", "nosuchvm");
+    CHECK(4, "QMP", "-c", t, "compact", "test");
+    CHECK(4, "cannot connect to libvirt", "-c", "bogus:///x", "compact", "vm");
+    CHECK(1, "bad size", "-c", "bogus:///x", "set-limit", "vm", "1Q");
 }
 
 /* ---- untrusted replies (vtmemctl-reply.c) ---- */
@@ -421,7 +429,8 @@ static void test_reply_qmp(void)
         { "{\"return\": ", "bad QMP reply: {\"return\": " },
         { "\x1b]0;owned\x07{", "bad QMP reply: \\x1b]0;owned\\x07{" },
         { "\xff\xfe{", "bad QMP reply: \xef\xbf\xbd\xef\xbf\xbd{" },
-        /* json-glib takes these; QMP never sends them: refused so that
+        /*
+         * json-glib takes these; QMP never sends them: refused so that
          * the nesting count cannot be fooled
          */
         { "{'return': 1}", "QMP reply nested too deeply or not plain JSON" },
