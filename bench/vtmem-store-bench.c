@@ -65,7 +65,7 @@ static GOptionEntry options[] = {
     { "synthetic-pages", 0, 0, G_OPTION_ARG_INT64, &synthetic_pages,
       "synthetic pages (20000)", "N" },
     { "seed", 0, 0, G_OPTION_ARG_INT64, &seed, "seed (12345)", "N" },
-    { NULL },
+    G_OPTION_ENTRY_NULL,
 };
 
 typedef struct PageSet {

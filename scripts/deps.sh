@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Installs the Debian packages a vtmem task needs, idempotently.
 # Usage: scripts/deps.sh GROUP...
-#   groups: build test qemu guest libvirt bench
+#   groups: build test qemu guest libvirt bench fuzz style
 # Fast when everything is present: apt-get runs only for missing packages.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -18,15 +18,17 @@ packages() {
 	libvirt) echo libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
 		libvirt-dev tini ;;
 	bench) echo stress-ng gnuplot-nox util-linux ;;
+	fuzz) echo clang libclang-rt-14-dev ;;
+	style) echo shellcheck perl git ;;
 	*) return 1 ;;
 	esac
 }
 
-[ $# -gt 0 ] || { echo "usage: $0 GROUP... (build test qemu guest libvirt bench)" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: $0 GROUP... (build test qemu guest libvirt bench fuzz style)" >&2; exit 2; }
 want=""
 for group in "$@"; do
 	list=$(packages "$group") || {
-		echo "deps.sh: unknown group '$group' (build test qemu guest libvirt bench)" >&2
+		echo "deps.sh: unknown group '$group' (build test qemu guest libvirt bench fuzz style)" >&2
 		exit 2
 	}
 	want="$want $list"

@@ -9,7 +9,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-scripts/deps.sh build test qemu guest libvirt bench
+scripts/deps.sh build test qemu guest libvirt bench fuzz style
 
 # Warnings are errors here, as in CI.
 setup() {
@@ -54,9 +54,8 @@ setup build -Dwerror=true -Dqemu=true -Dqemu_sanitized=true -Dguest=true
 meson compile -C build
 setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
 meson compile -C build-asan
-# libFuzzer harnesses (tests/fuzz), clang with ASan+UBSan. No -Dwerror:
-# clang warns where gcc does not (bench/).
-(CC=clang && export CC && setup build-fuzz -Dfuzzing=true)
+# libFuzzer harnesses (tests/fuzz), clang with ASan+UBSan.
+(CC=clang && export CC && setup build-fuzz -Dwerror=true -Dfuzzing=true)
 meson compile -C build-fuzz
 
 run_suite "unit+daemon (plain)" build testlog.json --suite unit --suite daemon

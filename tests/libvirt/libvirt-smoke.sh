@@ -78,9 +78,11 @@ check() {   # check NAME EXPECTED_EXIT PATTERN -- command...
 	fi
 }
 
-# vtmemd, reachable by the libvirt user (its QEMU is the device's peer)
-"$vtmemd" --socket "$dir/pool/vtmemd.sock" --pool-limit 256M \
-	--allow-gid "$(id -g "$user")" --grace-ms 0 >"$dir/vtmemd.log" 2>&1 &
+# vtmemd as the libvirt user, in the socket directory it owns: QEMU (same
+# uid) may register, root controls. (setpriv execs: $! is vtmemd.)
+setpriv --reuid="$user" --regid="$(id -g "$user")" --init-groups -- \
+	"$vtmemd" --socket "$dir/pool/vtmemd.sock" --pool-limit 256M \
+	--grace-ms 0 >"$dir/vtmemd.log" 2>&1 &
 vtmemd_pid=$!
 
 # setpriv and env exec (runuser would stay in between and not pass SIGTERM
