@@ -1489,8 +1489,6 @@ static void test_compact(void *obj, void *data, QGuestAllocator *alloc)
     g_assert_cmpuint(tm_stat(&t, "compact-objects-moved"), >, 0);
     g_assert_cmpuint(tm_stat(&t, "compact-bytes-freed"), >, 0);
     g_assert_cmpuint(tm_stat(&t, "memory-held"), <, held);
-    g_assert_cmpuint(tm_stat(&t, "memory-held"), ==,
-                     held - tm_stat(&t, "compact-bytes-freed"));
     g_assert_cmpuint(tm_stat(&t, "fragmentation"), <, frag);
     assert_odd_kept(&t, pages, COMPACT_PAGES);
     /* once more: a second pass finds less or nothing to do */
