@@ -103,7 +103,6 @@ static uint32_t virtio_tmem_status(vtmem_status st)
     }
 }
 
-
 static void virtio_tmem_note_max(int64_t *max, int64_t value)
 {
     /* A statistic: a rare lost update between two threads is harmless. */
@@ -451,15 +450,17 @@ static bool virtio_tmem_inval_end(VirtIOTmem *s)
     return true;
 }
 
-/* Give up a request in progress (reset, queue reset, unplug). */
+/*
+ * Give up the request in progress (reset, queue reset). The emptying after
+ * a reset (no element) goes on: no page may outlive a reset.
+ */
 static void virtio_tmem_inval_abort(VirtIOTmem *s)
 {
     if (s->inval_elem) {
         virtqueue_detach_element(s->vq, s->inval_elem, 0);
-        g_free(s->inval_elem);
-        s->inval_elem = NULL;
+        g_clear_pointer(&s->inval_elem, g_free);
+        s->inval_next = s->inval_end = 0;
     }
-    s->inval_next = s->inval_end = 0;
 }
 
 /*
