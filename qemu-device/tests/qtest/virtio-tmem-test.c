@@ -1500,6 +1500,26 @@ static void test_compact(void *obj, void *data, QGuestAllocator *alloc)
     tm_stop(&t);
 }
 
+/* Lowering the limit starts a pass (here: no other trigger fires) */
+static void test_compact_limit(void *obj, void *data, QGuestAllocator *alloc)
+{
+    uint8_t *pages[COMPACT_PAGES];
+    uint64_t held;
+    Tm t;
+
+    tm_start(&t, obj, alloc);
+    put_half_pages(&t, pages, COMPACT_PAGES, 7000);
+    drop_even(&t, COMPACT_PAGES);
+    held = tm_stat(&t, "memory-held");
+    g_assert_cmpuint(tm_stat(&t, "compactions"), ==, 0);
+    qom_set_u64(&t, DEV_PATH, "limit", held + 64 * KiB);
+    g_assert_true(wait_compactions(&t, 1));
+    g_assert_cmpuint(tm_stat(&t, "memory-held"), <, held);
+    assert_odd_kept(&t, pages, COMPACT_PAGES);
+    free_pages(pages, COMPACT_PAGES);
+    tm_stop(&t);
+}
+
 /* A large invalidation leaving fragmentation starts a pass by itself */
 #define AUTO_PAGES 512
 static void test_compact_auto(void *obj, void *data, QGuestAllocator *alloc)
@@ -1775,6 +1795,7 @@ static const struct {
     { "stats", test_stats },
     { "compact", test_compact, .iothread = true },
     { "compact-auto", test_compact_auto },
+    { "compact-limit", test_compact_limit },
     { "migration-blocked", test_migration_blocked },
     { "pool-standalone", test_pool_standalone, NULL, POOL_NONE },
     { "pool-unreachable", test_pool_standalone, NULL, POOL_UNREACHABLE,
