@@ -19,8 +19,8 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
 export QTEST_QEMU_BINARY="$qemu"
-export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"
 "$qos" -p "$path" >"$log" 2>&1
 rc=$?
 cat "$log"
