@@ -37,8 +37,8 @@ typedef struct VtmemStoreStats {
     uint64_t raw_pages;          /* of those: stored uncompressed */
     uint64_t compressed_bytes;   /* payload bytes of compressed objects */
     uint64_t raw_bytes;          /* payload bytes of raw objects */
-    uint64_t memory_held;        /* allocator pages + metadata: what limit caps */
-    uint64_t metadata_bytes;     /* of memory_held: slot tables, headers */
+    uint64_t memory_held;        /* zspage pages + metadata: what limit caps */
+    uint64_t metadata_bytes;     /* of memory_held: slot table, directory */
     uint64_t limit;              /* current limit in bytes */
     uint64_t puts;               /* successful puts */
     uint64_t gets;               /* successful gets */
