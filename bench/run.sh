@@ -27,4 +27,7 @@ fi
 : "${VTMEM_STORE_BENCH:=$b/bench/vtmem-store-bench}"
 : "${VTMEM_SETUP:=$src/guest-driver/vtmem-setup}"
 export VTMEM_QEMU VTMEM_KO VTMEM_SWAPVERIFY VTMEM_STORE_BENCH VTMEM_SETUP
+# vtmem_bench.py uses the e2e harness package (tests/e2e/vtmem_harness).
+PYTHONPATH=$src/tests/e2e${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONPATH
 exec python3 "$src/bench/vtmem_bench.py" "$@"

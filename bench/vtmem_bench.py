@@ -9,8 +9,10 @@ same workloads under a cgroup v2 memory.max that forces heavy swapping:
   stress-ng   --vm with --verify (Debian's stress-ng, copied with its libraries)
 Writes DIR/report.md, DIR/results.json, DIR/chart.png (gnuplot).
 
-Paths (options or environment, as vtmem_e2e.py): VTMEM_QEMU, VTMEM_KO,
-VTMEM_SETUP, VTMEM_SWAPVERIFY, VTMEM_STORE_BENCH; VTMEM_ACCEL=auto|tcg|kvm.
+Paths (options or environment, as tests/e2e/vtmem_harness/cli.py): VTMEM_QEMU,
+VTMEM_KO, VTMEM_SETUP, VTMEM_SWAPVERIFY, VTMEM_STORE_BENCH; VTMEM_ACCEL=auto|tcg|kvm.
+Uses the e2e harness package: run it through bench/run.sh (which puts
+tests/e2e on PYTHONPATH).
 Exit status 0 = every workload verified in every setup, 1 = not, 77 = skipped.
 """
 
@@ -26,9 +28,10 @@ import tempfile
 import threading
 import time
 
+from vtmem_harness import cli, image, runner
+from vtmem_harness.checks import Fail
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
-import vtmem_e2e as e2e  # noqa: E402
 
 SETUPS = ["vtmem", "disk", "zram"]
 # Not run by default: --setups vtmem,vtmem-cached,disk,zram
@@ -59,7 +62,7 @@ def add_extras(workdir, kver, root, base):
     os.makedirs(os.path.join(st, "lib/vtmem/zram"))
     sng = shutil.which("stress-ng")
     if not sng:
-        raise e2e.Fail("stress-ng not installed (apt-get install stress-ng)")
+        raise Fail("stress-ng not installed (apt-get install stress-ng)")
     shutil.copy(sng, os.path.join(st, "bin/stress-ng"))
     for line in subprocess.check_output(["ldd", sng], text=True).splitlines():
         m = re.search(r"(/\S+) \(0x", line)
@@ -72,20 +75,9 @@ def add_extras(workdir, kver, root, base):
             os.makedirs(os.path.dirname(d), exist_ok=True)
             if not os.path.exists(d):
                 shutil.copy(src, d)
-    order = e2e.mod_order(root, kver, ["zram", "lz4"])
-    for m in order:
-        shutil.copy(e2e.mod_path(root, kver, m), os.path.join(st, "lib/vtmem/zram"))
-    with open(os.path.join(st, "lib/vtmem/zram-order"), "w") as f:
-        f.write("\n".join(order) + "\n")
-    out = os.path.join(workdir, "bench-base.cpio")
-    files = subprocess.check_output(["find", "."], cwd=st)
-    with open(out, "wb") as o:
-        with open(base, "rb") as b:
-            shutil.copyfileobj(b, o)
-        o.flush()
-        subprocess.run(["cpio", "--quiet", "-o", "-H", "newc"], cwd=st,
-                       input=files, stdout=o, check=True)
-    return out
+    image.copy_modules(root, kver, ["zram", "lz4"], os.path.join(st, "lib/vtmem/zram"),
+                       os.path.join(st, "lib/vtmem/zram-order"))
+    return image.append_cpio(base, st, os.path.join(workdir, "bench-base.cpio"))
 
 
 GUEST_LIB = r"""
@@ -154,7 +146,7 @@ SETUP_OFF = {
 }
 
 
-class BenchScenario(e2e.Scenario):
+class BenchScenario(runner.Scenario):
     """One guest boot: one setup, every workload."""
 
     def __init__(self, setup, p, workdir):
@@ -288,7 +280,7 @@ def run_setup(args, p, workdir, vmlinuz, base, setup, accel):
     shutil.rmtree(wd, ignore_errors=True)
     os.makedirs(wd)
     scn = BenchScenario(setup, p, wd)
-    run, g, elapsed = e2e.run_guest(args, wd, vmlinuz, base, scn, accel)
+    run, g, elapsed = runner.run_guest(args, wd, vmlinuz, base, scn, accel)
     problems = []
     if g.bad:
         problems.append("console: %s" % g.bad[:3])
@@ -553,12 +545,7 @@ def main():
     ap.add_argument("--setups", default=",".join(SETUPS))
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--no-store-bench", action="store_true")
-    ap.add_argument("--qemu", default=os.environ.get(
-        "VTMEM_QEMU", os.environ.get("VTMEM_QEMU_DEFAULT")))
-    ap.add_argument("--ko", default=os.environ.get("VTMEM_KO"))
-    ap.add_argument("--setup", default=os.environ.get(
-        "VTMEM_SETUP", os.path.join(HERE, "..", "guest-driver", "vtmem-setup")))
-    ap.add_argument("--swapverify", default=os.environ.get("VTMEM_SWAPVERIFY"))
+    cli.add_path_options(ap)
     ap.add_argument("--store-bench", default=os.environ.get("VTMEM_STORE_BENCH"))
     ap.add_argument("--keep", action="store_true", help="keep the guest work dir")
     ap.add_argument("--render", metavar="RESULTS_JSON",
@@ -583,11 +570,10 @@ def main():
     bad = [s for s in setups if s not in SETUPS + EXTRA_SETUPS]
     if bad:
         ap.error("unknown setup(s) %s" % bad)
-    for what in ("qemu", "ko", "swapverify"):
-        v = getattr(a, what)
-        if not v or not os.path.exists(v):
-            print("SKIP: %s not found (%s)" % (what, v))
-            return 77
+    skip = cli.missing_path(a)
+    if skip:
+        print(skip)
+        return 77
     if not shutil.which("stress-ng"):
         print("SKIP: stress-ng not installed (apt-get install stress-ng)")
         return 77
@@ -610,10 +596,10 @@ def main():
     results = {s: {w: [] for w in p["workloads"]} for s in setups}
     problems = []
     try:
-        kver, root, _ = e2e.find_kernel(a.ko)
-        vmlinuz, base = e2e.build_initramfs(a, workdir)
+        kver, root, _ = image.find_kernel(a.ko)
+        vmlinuz, base = image.build_initramfs(a, workdir)
         base = add_extras(workdir, kver, root, base)
-        accel = e2e.pick_accel(a, workdir, vmlinuz, base)
+        accel = runner.pick_accel(a, workdir, vmlinuz, base)
         p["accel"] = meta["accel"] = accel
         meta["kver"] = kver
         for rep in range(p["reps"]):
@@ -623,7 +609,7 @@ def main():
                 log("rep %d/%d: %s (load %s)" % (rep + 1, p["reps"], s, loadavg()))
                 try:
                     res, probs, el = run_setup(a, p, workdir, vmlinuz, base, s, accel)
-                except e2e.Fail as e:
+                except Fail as e:
                     problems.append("rep %d %s: %s" % (rep + 1, s, e))
                     log("FAIL " + problems[-1])
                     continue
@@ -633,7 +619,7 @@ def main():
                     log("  %s %s: %s" % (s, w, ", ".join(
                         "%s=%s" % (k, ("%.2f" % v) if isinstance(v, float) else v)
                         for k, v in res[w].items())))
-    except e2e.Fail as e:
+    except Fail as e:
         problems.append(str(e))
     meta["elapsed"] = time.time() - t0
     meta["load_end"] = loadavg()

@@ -26,4 +26,5 @@ VTMEM_KO=$PWD/build/guest-driver/virtio_tmem.ko \
 VTMEM_SETUP=$PWD/guest-driver/vtmem-setup \
 VTMEM_SWAPVERIFY=$PWD/build/tests/e2e/swapverify \
 VTMEM_E2E_WORKDIR=$PWD/build/demo \
-	exec python3 tests/e2e/vtmem_e2e.py demo
+PYTHONPATH=$PWD/tests/e2e \
+	exec python3 -m vtmem_harness.demo

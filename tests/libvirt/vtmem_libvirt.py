@@ -6,9 +6,10 @@ An isolated libvirtd (an unprivileged user, all its state in a temp dir,
 under `tini -s`, URI qemu:///session?socket=...) and a vtmemd (same user,
 temp socket) are started by the test. Two TCG domains (our QEMU as the
 emulator, the device through <qemu:commandline> with pool=<socket>, kernel +
-initramfs boot from tests/e2e's harness, console to a file) run the
-verifying swap workload (swapverify) at the same time; their combined demand
-exceeds vtmemd's --pool-limit. Checked:
+initramfs boot from tests/e2e's harness package, console to a file) run the
+verifying swap workload (tests/libvirt/guest.sh) at the same time; their
+combined demand exceeds vtmemd's --pool-limit. Checked, each on its own (a
+failed check is reported and the next one runs; the test fails if any did):
 
   budget      sum of both devices' memory-held (vtmemctl status --json, polled
               during the whole run) and vtmemd's charge stay within the pool
@@ -25,8 +26,8 @@ exceeds vtmemd's --pool-limit. Checked:
   destroy     destroying a VM returns its budget (vtmemd STATUS)
   data        both workloads verify byte for byte
 
-Usage (root): vtmem_libvirt.py [--keep]
-Paths from the environment (as tests/e2e/vtmem_e2e.py) or options:
+Usage (root): PYTHONPATH=tests/e2e vtmem_libvirt.py [--keep]
+Paths from the environment (as tests/e2e/vtmem_harness/cli.py) or options:
   VTMEM_QEMU / VTMEM_QEMU_DEFAULT, VTMEM_KO, VTMEM_SETUP, VTMEM_SWAPVERIFY,
   VTMEMD, VTMEMCTL, VTMEM_LIBVIRT_WORKDIR (default: a temp dir; kept on
   failure). VTMEM_LIBVIRT_USER (default vtmem-e2e, created if missing).
@@ -57,10 +58,13 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
+
+from vtmem_harness import checks, cli, console, image, machine
+from vtmem_harness.checks import Fail, expect, log
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
-import vtmem_e2e as e2e  # noqa: E402  (initramfs builder, kernel lookup)
+checks.LOG_PREFIX = "libvirt"
 
 MiB = 1 << 20
 POOL_LIMIT = 48 * MiB       # vtmemd --pool-limit
@@ -80,31 +84,13 @@ VMS = {
     "b": {"name": "vtmem-lv-b", "uuid": "5b0e6a52-7c1d-4e2b-9a51-0a1b2c3d4e02",
           "seed": 32},
 }
-# Guest: one verifying workload larger than the guest's cgroup limit (so it
-# swaps through vtmem and, when refused, to the backing disk), then a
-# second one that keeps swapping until the VM is destroyed (holds budget).
-SCRIPT = """
-setup -b /dev/vda -s 512M
-echo "VTMEM-MARK up"
-workload main 160 %(seed)d 64M passes=%(passes)d
-stat_dump main
-echo "VTMEM-MARK hold"
-workload hold 96 %(seed2)d 40M passes=1000000
-"""
+# Guest: one verifying workload larger than the guest's cgroup limit, then
+# one that keeps swapping until the VM is destroyed (guest.sh).
+GUEST_SCRIPT = os.path.join(HERE, "guest.sh")
 
 
-class Fail(Exception):
-    pass
-
-
-def log(msg):
-    print("[libvirt %s] %s" % (time.strftime("%H:%M:%S"), msg), flush=True)
-
-
-def expect(cond, what):
-    if not cond:
-        raise Fail(what)
-    log("ok: " + what)
+class Terminated(BaseException):
+    """SIGTERM: ends the test (no check catches it)."""
 
 
 class Env:
@@ -280,11 +266,7 @@ class Env:
         self.hook_installed = False
 
     def hook_output(self):
-        try:
-            with open(self.hook_log, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return read_text(self.hook_log)
 
     def start_libvirtd(self):
         pw = pwd.getpwnam(self.user)
@@ -414,8 +396,7 @@ def is_our_hook(path):
 
 def domain_xml(env, key, vmlinuz, initrd, disk, console):
     vm = VMS[key]
-    cmdline = ("console=ttyS0 rdinit=/init panic=-1 random.trust_cpu=on "
-               "transparent_hugepage=madvise zswap.enabled=0 loglevel=4")
+    cmdline = machine.KERNEL_CMDLINE + " loglevel=4"
     # libvirt does not know this device: give it a PCI slot it does not use.
     dev = ("virtio-tmem-pci,id=vtmem0,bus=pci.0,addr=0x1e,limit=%d,pool=%s"
            % (DEV_LIMIT, env.sock))
@@ -468,27 +449,30 @@ def domain_xml(env, key, vmlinuz, initrd, disk, console):
            console=console, dev=dev)
 
 
+def read_text(path):
+    """The file's text; "" if it cannot be read (not written yet)."""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 class Console:
-    """A guest's console file, parsed with the e2e harness's parser."""
+    """A guest's console file, parsed as the e2e harness parses its consoles
+    (vtmem_harness/console.py)."""
 
     def __init__(self, path):
         self.path = path
 
     def read(self):
-        try:
-            with open(self.path, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return read_text(self.path)
 
     def run(self):
-        run = e2e.Run()
-        for line in self.read().splitlines():
-            e2e.parse_line(run, line)
-        return run
+        return console.parse_text(self.read())
 
     def bad(self):
-        return [ln for ln in self.read().splitlines() if e2e.BAD_CONSOLE.search(ln)]
+        return console.bad_lines(self.read())
 
 
 # ------------------------------------------------------------------ poller
@@ -611,12 +595,14 @@ def garbage(env):
 
 # -------------------------------------------------------------------- test
 
-def test(args, env, t0):
+def build_guests(args, env):
+    """Kernel, initramfs (the e2e harness's, plus guest.sh per VM), the
+    QEMU wrapper, disks and domain XML in the work dir; returns the
+    consoles by VM key."""
     work = env.dir
     pw = pwd.getpwnam(env.user)
-    # Guest image: the e2e harness's initramfs + one scenario per VM.
     log("building the initramfs (tests/e2e harness)")
-    vmlinuz_src, base = e2e.build_initramfs(args, work)
+    vmlinuz_src, base = image.build_initramfs(args, work)
     vmlinuz = os.path.join(work, "vmlinuz")
     shutil.copy(vmlinuz_src, vmlinuz)
     wrapper = os.path.join(work, "qemu-wrapper")
@@ -646,8 +632,9 @@ def test(args, env, t0):
     os.chown(vmdir, pw.pw_uid, pw.pw_gid)
     consoles = {}
     for k, vm in VMS.items():
-        initrd = e2e.scenario_initramfs(work, base, SCRIPT % dict(
-            seed=vm["seed"], seed2=vm["seed"] + 100, passes=args.passes))
+        script = image.shell_script(GUEST_SCRIPT, {
+            "SEED": vm["seed"], "SEED2": vm["seed"] + 100, "PASSES": args.passes})
+        initrd = image.scenario_initramfs(work, base, script)
         os.chmod(initrd, 0o644)
         disk = os.path.join(vmdir, k + "-backing.img")
         with open(disk, "wb") as f:
@@ -658,45 +645,86 @@ def test(args, env, t0):
         with open(os.path.join(work, k + ".xml"), "w") as f:
             f.write(domain_xml(env, k, vmlinuz, initrd, disk, con))
     os.chmod(work, 0o755)
+    return consoles
 
-    env.start_vtmemd()
-    env.install_hook()
-    env.start_libvirtd()
-    log("libvirtd at %s, vtmemd at %s (pool %d MiB)" % (env.uri, env.sock,
-                                                        POOL_LIMIT >> 20))
-    for k, vm in VMS.items():
-        env.virsh("define", os.path.join(work, k + ".xml"))
-    for k, vm in VMS.items():
-        env.virsh("start", vm["name"])
-    t_started = time.time()
-    # The hook ran vtmemctl apply for both (limit = the command line's here).
-    for vm in VMS.values():
-        hook_applied(env, vm["name"], 1, DEV_LIMIT)
 
-    # Both devices registered with vtmemd.
-    wait_for("both devices registered", lambda: both_connected(env), 30)
-    baseline = max(env.qom(vm["name"], "memory-held") for vm in VMS.values())
-    log("registered; empty-store metadata %d bytes" % baseline)
-    expect(all(env.qom(vm["name"], "limit") == DEV_LIMIT for vm in VMS.values()),
-           "device limits from the command line / metadata (%d)" % DEV_LIMIT)
+class CheckRunner:
+    """Runs named checks one after the other: a failed one is reported
+    and the next one still runs."""
 
-    poller = Poller(env, baseline)
-    poller.start()
-    try:
-        # Garbage on the daemon socket while the VMs run.
-        n = garbage(env)
-        _, vms = env.daemon_status()
-        expect(both_connected(env) and len(vms) == 2,
+    def __init__(self):
+        self.failed = []
+
+    def run(self, name, fn):
+        log("check: %s" % name)
+        try:
+            fn()
+        except Exception as e:  # reported; the next check runs
+            if not isinstance(e, (Fail, subprocess.TimeoutExpired)):
+                traceback.print_exc()
+            log("FAILED check %s: %s" % (name, e))
+            self.failed.append("%s: %s" % (name, e))
+
+
+class Suite:
+    """The checks of the module's docstring, on two running domains."""
+
+    def __init__(self, args, env, consoles):
+        self.args = args
+        self.env = env
+        self.consoles = consoles
+        self.a, self.b = VMS["a"]["name"], VMS["b"]["name"]
+        self.poller = None
+        self.figures = {}
+
+    def start(self):
+        env = self.env
+        env.start_vtmemd()
+        env.install_hook()
+        env.start_libvirtd()
+        log("libvirtd at %s, vtmemd at %s (pool %d MiB)" % (env.uri, env.sock,
+                                                            POOL_LIMIT >> 20))
+        for k in VMS:
+            env.virsh("define", os.path.join(env.dir, k + ".xml"))
+        for vm in VMS.values():
+            env.virsh("start", vm["name"])
+        self.t_started = time.time()
+
+    def hook_at_start(self):
+        """The hook ran vtmemctl apply for both (limit = the command line's)."""
+        for vm in VMS.values():
+            hook_applied(self.env, vm["name"], 1, DEV_LIMIT)
+
+    def registered(self):
+        env = self.env
+        wait_for("both devices registered", lambda: both_connected(env), 30)
+        expect(all(env.qom(vm["name"], "limit") == DEV_LIMIT for vm in VMS.values()),
+               "device limits from the command line / metadata (%d)" % DEV_LIMIT)
+
+    def start_poller(self):
+        baseline = max(self.env.qom(vm["name"], "memory-held") for vm in VMS.values())
+        log("empty-store metadata %d bytes" % baseline)
+        self.poller = Poller(self.env, baseline)
+        self.poller.start()
+
+    def garbage(self):
+        """Garbage on the daemon socket while the VMs run."""
+        n = garbage(self.env)
+        _, vms = self.env.daemon_status()
+        expect(both_connected(self.env) and len(vms) == 2,
                "%d kinds of garbage rejected (ERROR + close); both VMs still "
                "registered" % n)
 
-        # Both workloads swapping through vtmem: kill vtmemd mid-run.
+    def restart(self):
+        """Both workloads swapping through vtmem: kill vtmemd mid-run."""
+        env, poller = self.env, self.poller
+
         def swapping():
             d = poller.last
             return (len(d) == 2 and
                     all(x["memory_held"] > 8 * MiB for x in d.values()))
         wait_for("both devices holding > 8 MiB", swapping, 240)
-        expect(all("main" not in consoles[k].run().results for k in VMS),
+        expect(all("main" not in self.consoles[k].run().results for k in VMS),
                "workloads still running when vtmemd is killed")
         held_before = {n: d["memory_held"] for n, d in poller.last.items()}
         env.kill_vtmemd(signal.SIGKILL)
@@ -708,11 +736,11 @@ def test(args, env, t0):
         env.start_vtmemd()
         wait_for("devices re-registered", lambda: both_connected(env), 20,
                  step=0.05)
-        reregister_s = time.time() - t_restart
-        log("re-registered %.2f s after vtmemd restart" % reregister_s)
+        self.figures["re-register"] = "%.2f s" % (time.time() - t_restart)
+        log("re-registered %s after vtmemd restart" % self.figures["re-register"])
 
-        # set-limit live
-        a, b = VMS["a"]["name"], VMS["b"]["name"]
+    def set_limit_live(self):
+        env, a = self.env, self.a
         # Below what A holds (checked after): right after vtmemd's restart A
         # may hold less for a moment (seen: 8.0 MiB), its workload swapping
         # on; wait until it holds some margin more.
@@ -737,12 +765,15 @@ def test(args, env, t0):
         log("ok: A shrank from %d to <= %d bytes in %.1f s"
             % (held_a, NEW_LIMIT, time.time() - t_shrink))
 
-        # Both workloads finish and verify; "hold" follows their stat dump,
-        # so the statistics are complete on the console by then.
+    def data(self):
+        """Both workloads finish and verify; "hold" follows their stat dump,
+        so the statistics are complete on the console by then."""
+        consoles = self.consoles
+
         def finished():
             return all("hold" in consoles[k].run().marks for k in VMS)
-        wait_for("both workloads finished", finished, args.timeout)
-        t_main = time.time() - t_started
+        wait_for("both workloads finished", finished, self.args.timeout)
+        self.figures["workloads"] = "%.1f s" % (time.time() - self.t_started)
         for k in VMS:
             run = consoles[k].run()
             r = run.results["main"]
@@ -765,9 +796,12 @@ def test(args, env, t0):
         expect(refusals > 0, "the pool was too small for both: %d refusals "
                "(pages went to the backing disks)" % refusals)
 
-        # Destroy B: its budget returns.
+    def destroy(self):
+        """Destroy B: its budget returns."""
+        env, b = self.env, self.b
         wait_for("VM b holding budget again (hold workload)", lambda: "hold" in
-                 consoles["b"].run().marks and env.qom(b, "memory-held") > 4 * MiB, 120)
+                 self.consoles["b"].run().marks and env.qom(b, "memory-held") > 4 * MiB,
+                 120)
         pool, vms = env.daemon_status()
         charged_before = int(pool["charged"])
         b_charge = int(vms[VMS["b"]["uuid"]]["charge"])
@@ -789,8 +823,10 @@ def test(args, env, t0):
                "%d charged, all of it A's" % (b_charge, charged_before,
                                               int(p["charged"])))
 
-        # A: destroy + start; the libvirt hook applies the metadata
-        # (set-limit) at start, nothing else does.
+    def set_limit_restart(self):
+        """A: destroy + start; the libvirt hook applies the metadata
+        (set-limit) at start, nothing else does."""
+        env, a = self.env, self.a
         env.virsh("destroy", a)
         t_start = time.time()
         env.virsh("start", a)
@@ -808,44 +844,76 @@ def test(args, env, t0):
         wait_for("A registered again", lambda: env.qom(a, "pool-connected"), 10)
         expect(env.qom(a, "pool-limit") <= NEW_LIMIT, "A's pool-limit <= %d"
                % NEW_LIMIT)
-        env.virsh("destroy", a)
+
+    def all_budget_back(self):
+        env = self.env
+        for vm in VMS.values():
+            env.virsh("destroy", vm["name"], check=False)
         p = wait_for("all budget back", lambda: (lambda s: int(s[0]["charged"]) == 0
                                                  and s[0])(env.daemon_status()), 10)
         expect(int(p["charged"]) == 0, "no VM left: nothing charged")
+
+    def consoles_clean(self):
+        for k in VMS:
+            bad = self.consoles[k].bad()
+            expect(not bad, "VM %s: no BUG/Oops/WARNING on the console %s"
+                   % (k, bad[:3]))
+
+    def no_sanitizer_report(self):
+        """QEMU's stderr (sanitizer reports, errors) is in libvirt's domain logs."""
+        san = re.compile(r"runtime error:|ERROR: AddressSanitizer|SUMMARY: \w+Sanitizer")
+        logdir = os.path.join(self.env.dir, "cache", "libvirt", "qemu", "log")
+        for f in sorted(os.listdir(logdir)) if os.path.isdir(logdir) else []:
+            with open(os.path.join(logdir, f), errors="replace") as fh:
+                hits = [ln.strip() for ln in fh if san.search(ln)]
+            expect(not hits, "%s: no sanitizer report from QEMU %s" % (f, hits[:3]))
+
+    def budget(self):
+        poller = self.poller
+        self.figures["max held sum"] = poller.max_held_sum
+        log("budget samples: %d (%d failed while VMs stopped), max sum of "
+            "memory-held %.1f MiB, max vtmemd charge %.1f MiB, pool %d MiB "
+            "(+ %d B metadata per store)" % (
+                poller.samples, poller.errors, poller.max_held_sum / MiB,
+                poller.max_charged / MiB, POOL_LIMIT >> 20, poller.baseline))
+        expect(poller.samples > 20, "budget polled during the run")
+        expect(not poller.violations, "global budget never exceeded %s"
+               % poller.violations[:3])
+
+
+def test(args, env):
+    """Starts everything (a failure there ends the test), then runs every
+    check; returns the failed ones."""
+    suite = Suite(args, env, build_guests(args, env))
+    suite.start()
+    runner = CheckRunner()
+    runner.run("the hook applies the limit at start", suite.hook_at_start)
+    runner.run("both devices registered", suite.registered)
+    suite.start_poller()
+    try:
+        for name, fn in [("garbage", suite.garbage),
+                         ("restart", suite.restart),
+                         ("set-limit live", suite.set_limit_live),
+                         ("data", suite.data),
+                         ("destroy", suite.destroy),
+                         ("set-limit across destroy + start", suite.set_limit_restart),
+                         ("all budget back", suite.all_budget_back)]:
+            runner.run(name, fn)
     finally:
-        poller.stop.set()
-        poller.join()
-    for k in VMS:
-        bad = consoles[k].bad()
-        expect(not bad, "VM %s: no BUG/Oops/WARNING on the console %s" % (k, bad[:3]))
-    # QEMU's stderr (sanitizer reports, errors) is in libvirt's domain logs.
-    san = re.compile(r"runtime error:|ERROR: AddressSanitizer|SUMMARY: \w+Sanitizer")
-    logdir = os.path.join(work, "cache", "libvirt", "qemu", "log")
-    for f in sorted(os.listdir(logdir)) if os.path.isdir(logdir) else []:
-        with open(os.path.join(logdir, f), errors="replace") as fh:
-            hits = [ln.strip() for ln in fh if san.search(ln)]
-        expect(not hits, "%s: no sanitizer report from QEMU %s" % (f, hits[:3]))
-    log("budget samples: %d (%d failed while VMs stopped), max sum of "
-        "memory-held %.1f MiB, max vtmemd charge %.1f MiB, pool %d MiB "
-        "(+ %d B metadata per store)" % (
-            poller.samples, poller.errors, poller.max_held_sum / MiB,
-            poller.max_charged / MiB, POOL_LIMIT >> 20, baseline))
-    expect(poller.samples > 20, "budget polled during the run")
-    expect(not poller.violations, "global budget never exceeded %s"
-           % poller.violations[:3])
-    log("RESULT workloads %.1f s, re-register %.2f s, max held sum %d, "
-        "pool %d" % (t_main, reregister_s, poller.max_held_sum, POOL_LIMIT))
+        suite.poller.stop.set()
+        suite.poller.join()
+    runner.run("consoles", suite.consoles_clean)
+    runner.run("no sanitizer report", suite.no_sanitizer_report)
+    runner.run("budget", suite.budget)
+    log("RESULT %s, pool %d" % (", ".join("%s %s" % kv for kv in suite.figures.items()),
+                                POOL_LIMIT))
+    return runner.failed
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--qemu", default=os.environ.get(
-        "VTMEM_QEMU", os.environ.get("VTMEM_QEMU_DEFAULT")))
-    ap.add_argument("--ko", default=os.environ.get("VTMEM_KO"))
-    ap.add_argument("--setup", default=os.environ.get(
-        "VTMEM_SETUP", os.path.join(HERE, "..", "..", "guest-driver", "vtmem-setup")))
-    ap.add_argument("--swapverify", default=os.environ.get("VTMEM_SWAPVERIFY"))
+    cli.add_path_options(ap)
     ap.add_argument("--vtmemd", default=os.environ.get("VTMEMD"))
     ap.add_argument("--vtmemctl", default=os.environ.get("VTMEMCTL"))
     ap.add_argument("--workdir", default=os.environ.get("VTMEM_LIBVIRT_WORKDIR"))
@@ -859,11 +927,11 @@ def main():
     if os.geteuid() != 0:
         print("SKIP: needs root (runs libvirtd as an unprivileged user)")
         return 77
-    for what in ("qemu", "ko", "setup", "swapverify", "vtmemd", "vtmemctl"):
-        p = getattr(args, what)
-        if not p or not os.path.exists(p):
-            print("SKIP: %s not found (%s)" % (what, p))
-            return 77
+    skip = cli.missing_path(args, ("qemu", "ko", "setup", "swapverify", "vtmemd",
+                                   "vtmemctl"))
+    if skip:
+        print(skip)
+        return 77
     for tool in ("libvirtd", "virsh", "tini", "setpriv", "cpio", "busybox"):
         if not shutil.which(tool):
             print("SKIP: %s not installed" % tool)
@@ -882,24 +950,31 @@ def main():
         workdir = os.path.realpath(args.workdir)
     else:
         workdir = tempfile.mkdtemp(prefix="vtmem-lv-")
-    # meson's timeout sends SIGTERM: clean up like on any failure.
+
+    # meson's timeout sends SIGTERM: clean up like on any failure (no
+    # further check runs: CheckRunner.run does not catch Terminated).
     def on_term(*_):
-        raise Fail("terminated (SIGTERM, e.g. meson's timeout)")
+        raise Terminated("terminated (SIGTERM, e.g. meson's timeout)")
     signal.signal(signal.SIGTERM, on_term)
     t0 = time.time()
     env = Env(args, workdir)
     ok = False
     try:
-        test(args, env, t0)
-        ok = True
-    except (Fail, e2e.Fail, subprocess.TimeoutExpired) as e:
-        print("FAIL: %s (work dir %s)" % (e, workdir))
-        for k in VMS:
-            tail = Console(os.path.join(workdir, "vm", k + "-console.log")).read()
-            print("--- console %s (tail)\n%s" % (k, "\n".join(tail.splitlines()[-15:])))
+        failed = test(args, env)
+        ok = not failed
+        for f in failed:
+            print("FAIL: check %s" % f)
+    except (Fail, Terminated, subprocess.TimeoutExpired) as e:
+        print("FAIL: %s" % e)
     finally:
         # A second SIGTERM must not cut the cleanup short.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if not ok:
+            print("work dir %s" % workdir)
+            for k in VMS:
+                tail = read_text(os.path.join(workdir, "vm", k + "-console.log"))
+                print("--- console %s (tail)\n%s"
+                      % (k, "\n".join(tail.splitlines()[-15:])))
         print("--- hook log %s\n%s" % (env.hook_log, env.hook_output().rstrip()))
         env.cleanup()
         left = env.our_pids()

@@ -1,0 +1,6 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+# shellcheck shell=sh
+sync_host boot
+setup -b /dev/vda -s 768M
+workload main 192 81 48M sync passes=2
+end_and_stop

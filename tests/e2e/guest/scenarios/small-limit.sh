@@ -1,0 +1,7 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+# shellcheck shell=sh
+sync_host boot
+setup -b /dev/vda -s 512M
+workload main 160 1 64M sync
+stat_dump end
+vtmem-setup stop

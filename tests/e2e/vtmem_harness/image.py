@@ -1,0 +1,134 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The guest: its kernel and its initramfs.
+
+Kernel selection is all here (CACHE, find_kernel): the kernel is
+the one the module was built for (its vermagic, or VTMEM_KVER), unpacked
+by tests/e2e/guest-kernel.sh under VTMEM_CACHE/kernel-KVER.
+
+The initramfs is two concatenated cpio archives: a base (busybox, the
+virtio modules, virtio_tmem.ko, vtmem-setup, swapverify and the scripts of
+tests/e2e/guest/) built once per run, plus /scenario.sh for each boot.
+"""
+
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+
+from .checks import Fail
+
+E2E_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GUEST_DIR = os.path.join(E2E_DIR, "guest")
+CACHE = os.environ.get("VTMEM_CACHE", os.path.expanduser("~/.cache/vtmem"))
+VIRTIO_MODS = ["virtio", "virtio_ring", "virtio_pci_modern_dev",
+               "virtio_pci_legacy_dev", "virtio_pci", "virtio_blk"]
+
+
+def find_kernel(ko):
+    """(kver, unpacked root, vmlinuz) of the kernel the module was built
+    for; guest-kernel.sh fetches it into CACHE when missing."""
+    kver = os.environ.get("VTMEM_KVER") or subprocess.check_output(
+        ["modinfo", "-F", "vermagic", ko], text=True).split()[0]
+    root = os.path.join(CACHE, "kernel-" + kver)
+    vmlinuz = os.path.join(root, "boot", "vmlinuz-" + kver)
+    if not os.path.exists(os.path.join(root, ".done")):
+        env = dict(os.environ, VTMEM_KVER=kver)
+        subprocess.check_call(["sh", os.path.join(E2E_DIR, "guest-kernel.sh"), "fetch"],
+                              stdout=subprocess.DEVNULL, env=env)
+    return kver, root, vmlinuz
+
+
+def mod_path(root, kver, name):
+    base = os.path.join(root, "lib", "modules", kver, "kernel")
+    for d, _, files in os.walk(base):
+        if name + ".ko" in files:
+            return os.path.join(d, name + ".ko")
+    raise Fail("module %s not found in %s" % (name, base))
+
+
+def mod_order(root, kver, names):
+    """names and the modules they depend on, each after its dependencies."""
+    order = []
+
+    def visit(n):
+        if n in order:
+            return
+        deps = subprocess.check_output(
+            ["modinfo", "-F", "depends", mod_path(root, kver, n)],
+            text=True).strip()
+        for d in filter(None, deps.split(",")):
+            visit(d)
+        order.append(n)
+    for n in names:
+        visit(n)
+    return order
+
+
+def copy_modules(root, kver, names, dest, order_file):
+    """Copies names (with their dependencies) into dest and writes their
+    load order, one a line, to order_file."""
+    order = mod_order(root, kver, names)
+    for m in order:
+        shutil.copy(mod_path(root, kver, m), dest)
+    with open(order_file, "w") as f:
+        f.write("\n".join(order) + "\n")
+
+
+def append_cpio(base, tree, out, names=None):
+    """out = base + a newc archive of tree (all of it, or the paths names)."""
+    if names is None:
+        names = subprocess.check_output(["find", "."], cwd=tree)
+    with open(out, "wb") as o:
+        if base:
+            with open(base, "rb") as b:
+                shutil.copyfileobj(b, o)
+            o.flush()
+        subprocess.run(["cpio", "--quiet", "-o", "-H", "newc"], cwd=tree,
+                       input=names, stdout=o, check=True)
+    return out
+
+
+def build_initramfs(args, workdir):
+    """The base initramfs; args has ko, setup, swapverify. Returns
+    (vmlinuz, base cpio)."""
+    kver, root, vmlinuz = find_kernel(args.ko)
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    st = os.path.join(workdir, "initramfs-root")
+    shutil.rmtree(st, ignore_errors=True)
+    for d in ["bin", "sbin", "dev", "proc", "sys", "tmp", "lib/vtmem/mods"]:
+        os.makedirs(os.path.join(st, d))
+    shutil.copy(busybox, os.path.join(st, "bin", "busybox"))
+    applets = subprocess.check_output([busybox, "--list"], text=True).split()
+    for a in applets:
+        p = os.path.join(st, "bin", a)
+        if not os.path.exists(p):
+            os.symlink("busybox", p)
+    copy_modules(root, kver, VIRTIO_MODS, os.path.join(st, "lib/vtmem/mods"),
+                 os.path.join(st, "lib/vtmem/virtio-order"))
+    shutil.copy(args.ko, os.path.join(st, "lib/vtmem/virtio_tmem.ko"))
+    shutil.copy(args.setup, os.path.join(st, "bin/vtmem-setup"))
+    shutil.copy(args.swapverify, os.path.join(st, "bin/swapverify"))
+    shutil.copy(os.path.join(GUEST_DIR, "lib.sh"), os.path.join(st, "lib/vtmem/lib.sh"))
+    shutil.copy(os.path.join(GUEST_DIR, "init"), os.path.join(st, "init"))
+    for p in ["init", "bin/vtmem-setup", "bin/swapverify"]:
+        os.chmod(os.path.join(st, p), 0o755)
+    return vmlinuz, append_cpio(None, st, os.path.join(workdir, "base.cpio"))
+
+
+def shell_script(path, params=None):
+    """The text of the script at path, after one NAME=value line per
+    parameter (the script reads them as shell variables)."""
+    with open(path) as f:
+        text = f.read()
+    return "".join("%s=%s\n" % (k, shlex.quote(str(v)))
+                   for k, v in sorted((params or {}).items())) + text
+
+
+def scenario_initramfs(workdir, base, script):
+    """base + /scenario.sh with the text script, for one boot."""
+    d = tempfile.mkdtemp(dir=workdir, prefix="scn-")
+    with open(os.path.join(d, "scenario.sh"), "w") as f:
+        f.write(script)
+    out = os.path.join(workdir, "initrd-%s.cpio" % os.path.basename(d))
+    return append_cpio(base, d, out, names=b"scenario.sh\n")
