@@ -11,8 +11,10 @@
 #   COMMAND defaults to scripts/test.sh; e.g. scripts/demo.sh checks the
 #   main job. Work dir: ${VTMEM_FRESH_DIR:-/var/tmp/vtmem-fresh} (made anew;
 #   its log is fresh.log there). Exit status: the command's.
+#   VTMEM_FRESH_CCACHE=1 lends the root this machine's ccache (compiler
+#   output only: a missing header or package still fails the build).
 # A cold run (apt installs, QEMU source and builds, guest kernel download)
-# takes 30-40 minutes on 2 cores: a by-hand check, not part of CI.
+# takes 30-40 minutes on 2 idle cores: a by-hand check, not part of CI.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cmd=${1:-scripts/test.sh}
@@ -31,6 +33,12 @@ mkdir -p "$work"
 cp -a "$base" "$work/root"
 git clone -q "$top" "$work/root/root/vtmem"
 git -C "$work/root/root/vtmem" log -1 --format='fresh-check of %h %s'
+
+if [ "${VTMEM_FRESH_CCACHE:-0}" = 1 ] && [ -d "$HOME/.cache/ccache" ]; then
+	mkdir -p "$work/root/root/.cache/ccache"
+	mount --bind "$HOME/.cache/ccache" "$work/root/root/.cache/ccache"
+	trap 'umount -l "$work/root/root/.cache/ccache"' EXIT
+fi
 
 start=$(date +%s)
 {
