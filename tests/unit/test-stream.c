@@ -154,6 +154,13 @@ static void test_dirty_log(void)
     g_assert_cmpint(vtmem_store_dirty_next(st, &cursor, &slot, &obj, buf),
                     ==, VTMEM_OK);
     g_assert_cmpuint(slot, ==, 1);
+    /* A replacement in place (same size class) marks too. */
+    g_assert_cmpuint(vtmem_store_dirty_count(st), ==, 0);
+    g_assert_cmpint(vtmem_store_put(st, 5, page), ==, VTMEM_OK);
+    g_assert_cmpuint(vtmem_store_dirty_count(st), ==, 1);
+    g_assert_cmpint(vtmem_store_dirty_next(st, &cursor, &slot, &obj, buf),
+                    ==, VTMEM_OK);
+    g_assert_cmpuint(slot, ==, 5);
 
     /* invalidate_all marks every slot that held data. */
     vtmem_store_invalidate_all(st);
