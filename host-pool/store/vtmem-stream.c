@@ -13,7 +13,10 @@
 #define HEADER_BYTES (8 + 4 + 4 + 8 + 8)
 #define REC_HEAD_BYTES 8
 
-G_DEFINE_QUARK(vtmem-stream-error-quark, vtmem_stream_error)
+GQuark vtmem_stream_error_quark(void)
+{
+    return g_quark_from_static_string("vtmem-stream-error-quark");
+}
 
 static void put_be16(uint8_t *p, uint16_t v)
 {

@@ -24,7 +24,7 @@ static unsigned scale_pct = 100;
 static guint32 test_seed(void)
 {
     const char *env = getenv("VTMEM_TEST_SEED");
-    guint32 seed = env ? (guint32)strtoul(env, NULL, 0) : g_random_int();
+    guint32 seed = env ? (guint32)g_ascii_strtoull(env, NULL, 0) : g_random_int();
 
     g_test_message("seed %u (rerun with VTMEM_TEST_SEED=%u)", seed, seed);
     return seed;
@@ -305,7 +305,7 @@ static void test_round_trip(void)
 typedef struct Writer {
     VtmemStore *store;
     guint32 seed;
-    volatile gint *stop;
+    gint *stop;
     uint64_t ops;
 } Writer;
 
@@ -342,7 +342,7 @@ static void test_concurrent(void)
     guint32 seed = test_seed();
     Writer w[NR_WRITERS];
     GThread *t[NR_WRITERS];
-    volatile gint stop = 0;
+    gint stop = 0;
     GByteArray *out = g_byte_array_new();
     VtmemStreamBuf in = { 0 };
     VtmemStreamLoader *ld;
@@ -712,7 +712,7 @@ int main(int argc, char **argv)
     const char *scale = getenv("VTMEM_TEST_SCALE");
 
     if (scale) {
-        scale_pct = (unsigned)strtoul(scale, NULL, 10);
+        scale_pct = (unsigned)g_ascii_strtoull(scale, NULL, 10);
     }
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/stream/dirty-log", test_dirty_log);
