@@ -24,7 +24,8 @@ static unsigned scale_pct = 100;
 static guint32 test_seed(void)
 {
     const char *env = getenv("VTMEM_TEST_SEED");
-    guint32 seed = env ? (guint32)g_ascii_strtoull(env, NULL, 0) : g_random_int();
+    guint32 seed = env ? (guint32)g_ascii_strtoull(env, NULL, 0)
+                       : g_random_int();
 
     g_test_message("seed %u (rerun with VTMEM_TEST_SEED=%u)", seed, seed);
     return seed;
@@ -324,6 +325,8 @@ static gpointer writer_run(gpointer opaque)
             vtmem_store_put(w->store, slot, page);
         } else if (op < 95) {
             vtmem_store_invalidate(w->store, slot);
+        } else if (op == 99 && g_rand_int_range(r, 0, 50) == 0) {
+            vtmem_store_invalidate_all(w->store);  /* a guest reset */
         } else {
             uint64_t n = MIN(CONC_SLOTS - slot,
                              (uint64_t)g_rand_int_range(r, 1, 600));
@@ -335,13 +338,26 @@ static gpointer writer_run(gpointer opaque)
     return NULL;
 }
 
+/* Compaction moves objects while they are harvested. */
+static gpointer compactor_run(gpointer opaque)
+{
+    Writer *w = opaque;
+
+    while (!g_atomic_int_get(w->stop)) {
+        vtmem_store_compact_step(w->store, 256, NULL);
+        w->ops++;
+        g_usleep(100);
+    }
+    return NULL;
+}
+
 static void test_concurrent(void)
 {
     VtmemStore *src = vtmem_store_new(CONC_SLOTS, UINT64_MAX);
     VtmemStore *dst = vtmem_store_new(CONC_SLOTS, UINT64_MAX);
     guint32 seed = test_seed();
-    Writer w[NR_WRITERS];
-    GThread *t[NR_WRITERS];
+    Writer w[NR_WRITERS + 1];
+    GThread *t[NR_WRITERS + 1];
     gint stop = 0;
     GByteArray *out = g_byte_array_new();
     VtmemStreamBuf in = { 0 };
@@ -356,9 +372,11 @@ static void test_concurrent(void)
                                  &err);
     g_assert_no_error(err);
     ld = vtmem_stream_load_begin(dst, vtmem_stream_read_buf, &in);
-    for (unsigned i = 0; i < NR_WRITERS; i++) {
+    for (unsigned i = 0; i <= NR_WRITERS; i++) {
         w[i] = (Writer){ .store = src, .seed = seed + i, .stop = &stop };
-        t[i] = g_thread_new("writer", writer_run, &w[i]);
+        t[i] = i < NR_WRITERS ? g_thread_new("writer", writer_run, &w[i])
+                              : g_thread_new("compactor", compactor_run,
+                                             &w[i]);
     }
     /* Sections are loaded as they are made, as on a live migration. */
     for (int r = 0; r == 0 || sections < iters;) {
@@ -376,9 +394,9 @@ static void test_concurrent(void)
         sections++;
     }
     g_atomic_int_set(&stop, 1);
-    for (unsigned i = 0; i < NR_WRITERS; i++) {
+    for (unsigned i = 0; i <= NR_WRITERS; i++) {
         g_thread_join(t[i]);
-        ops += w[i].ops;
+        ops += i < NR_WRITERS ? w[i].ops : 0;
     }
     g_assert_true(vtmem_stream_save_complete(sv, &err));
     in = (VtmemStreamBuf){ .data = out->data, .len = out->len };
@@ -387,10 +405,18 @@ static void test_concurrent(void)
     g_assert_cmpuint(in.pos, ==, in.len);
     g_assert_true(vtmem_stream_load_end(ld));
     vtmem_stream_save_end(sv);
-    g_test_message("%" G_GUINT64_FORMAT " writer ops, %u sections", ops,
-                   sections);
+    g_test_message("%" G_GUINT64_FORMAT " writer ops, %" G_GUINT64_FORMAT
+                   " compaction steps, %u sections", ops,
+                   w[NR_WRITERS].ops, sections);
     g_assert_cmpuint(ops, >, 0);
     assert_same_stores(src, dst);
+    {
+        VtmemStoreStats st;
+
+        vtmem_store_get_stats(src, &st);
+        g_test_message("%" G_GUINT64_FORMAT " objects moved by compaction",
+                       st.compacted_objects);
+    }
     g_byte_array_free(out, TRUE);
     vtmem_store_free(src);
     vtmem_store_free(dst);
