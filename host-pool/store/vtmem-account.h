@@ -25,7 +25,16 @@ typedef struct VtmemAccount {
     _Atomic uint64_t held;      /* all bytes: allocator pages + metadata */
     _Atomic uint64_t metadata;  /* of held: tables, chunks, heap overhead */
     _Atomic uint64_t limit;
+    _Atomic bool unlimited;     /* incoming migration: limit not enforced */
 } VtmemAccount;
+
+/* The limit in force now (none while loading a migration stream). */
+static inline uint64_t vtmem_account_limit(VtmemAccount *acct)
+{
+    return atomic_load_explicit(&acct->unlimited, memory_order_relaxed)
+           ? UINT64_MAX
+           : atomic_load_explicit(&acct->limit, memory_order_relaxed);
+}
 
 /* Bytes glibc's heap uses for a request of size bytes (metadata only). */
 static inline uint64_t vtmem_heap_cost(size_t size)
@@ -43,8 +52,7 @@ static inline bool vtmem_account_reserve(VtmemAccount *acct, uint64_t bytes,
 {
     uint64_t held = atomic_load_explicit(&acct->held, memory_order_relaxed);
     do {
-        uint64_t limit = atomic_load_explicit(&acct->limit,
-                                              memory_order_relaxed);
+        uint64_t limit = vtmem_account_limit(acct);
         if (bytes > limit || held > limit - bytes) {
             return false;
         }
@@ -75,7 +83,7 @@ static inline void vtmem_account_release(VtmemAccount *acct, uint64_t bytes,
 static inline bool vtmem_account_over(VtmemAccount *acct)
 {
     return atomic_load_explicit(&acct->held, memory_order_relaxed) >
-           atomic_load_explicit(&acct->limit, memory_order_relaxed);
+           vtmem_account_limit(acct);
 }
 
 #endif /* VTMEM_ACCOUNT_H */

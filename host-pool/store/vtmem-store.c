@@ -48,6 +48,10 @@
 #define LEN_BITS 13
 #define LEN_MASK ((1u << LEN_BITS) - 1)
 #define MAX_SLOTS (UINT64_C(1) << 32)
+/* Dirty log: one bit per slot, DIRTY_WORDS words per chunk. */
+#define DIRTY_WORDS ((CHUNK_SLOTS + 63) / 64)
+
+_Static_assert(COMPRESSED_MAX == VTMEM_STORE_LZ4_MAX, "one LZ4 maximum");
 
 enum { SLOT_EMPTY = 0, SLOT_SAME = 1, SLOT_OBJECT = 2 };
 
@@ -68,7 +72,8 @@ typedef struct Stripe {
     GMutex lock;
     uint64_t stored, same, raw, compressed_bytes, raw_bytes;
     uint64_t puts, gets, invalidations, refusals;
-    char pad[128 - sizeof(GMutex) - 9 * sizeof(uint64_t)];
+    uint64_t dirty;  /* dirty-log bits set in this stripe's chunks */
+    char pad[128 - sizeof(GMutex) - 10 * sizeof(uint64_t)];
 } Stripe;
 
 _Static_assert(sizeof(Stripe) == 128, "stripes fill two cache lines");
@@ -90,6 +95,17 @@ struct VtmemStore {
     uint32_t pass_classes;  /* size classes begun in this pass */
     uint64_t pass_cursor;   /* next slot to look at */
     _Atomic uint64_t compactions, compacted_objects, compacted_bytes;
+    /*
+     * Dirty log (migration source): a directory of one bitmap leaf per
+     * slot-table leaf, DIRTY_WORDS words per chunk, made on first mark and
+     * published by compare-and-swap. A chunk's words are guarded by the
+     * chunk's stripe lock, like its slots. dirty_dir is set before logging
+     * is (release) and freed after logging is cleared and every stripe
+     * lock taken once, so no marker still uses it.
+     */
+    _Atomic bool logging;
+    _Atomic bool dirty_broken;       /* a mark was lost: no memory */
+    _Atomic(uint64_t *) *dirty_dir;  /* nr_leaves entries */
 };
 
 /* One LZ4 state per thread: saves a 16 KiB stack frame per put. */
@@ -112,6 +128,39 @@ static inline Stripe *stripe_of(VtmemStore *store, uint64_t chunk)
     /* Fibonacci hashing: consecutive chunks land on unrelated stripes. */
     return &store->stripes[(chunk * UINT64_C(0x9E3779B97F4A7C15)) >>
                            (64 - STRIPE_BITS)];
+}
+
+/* Note that slot i of chunk ci changed (its stripe locked). */
+static void slot_mark(VtmemStore *store, Stripe *s, uint64_t ci, unsigned i)
+{
+    if (!atomic_load_explicit(&store->logging, memory_order_acquire)) {
+        return;
+    }
+    _Atomic(uint64_t *) *ref = &store->dirty_dir[ci >> LEAF_SHIFT];
+    uint64_t *leaf = atomic_load_explicit(ref, memory_order_acquire);
+
+    if (!leaf) {
+        uint64_t *none = NULL;
+
+        leaf = g_try_new0(uint64_t, LEAF_CHUNKS * DIRTY_WORDS);
+        if (!leaf) {
+            atomic_store(&store->dirty_broken, true);
+            return;
+        }
+        if (!atomic_compare_exchange_strong_explicit(
+                ref, &none, leaf, memory_order_acq_rel,
+                memory_order_acquire)) {
+            g_free(leaf);
+            leaf = none;
+        }
+    }
+    uint64_t *w = &leaf[(ci & (LEAF_CHUNKS - 1)) * DIRTY_WORDS + (i >> 6)];
+    uint64_t bit = UINT64_C(1) << (i & 63);
+
+    if (!(*w & bit)) {
+        *w |= bit;
+        s->dirty++;
+    }
 }
 
 static uint64_t leaf_cost(void)
@@ -162,6 +211,7 @@ void vtmem_store_free(VtmemStore *store)
     if (!store) {
         return;
     }
+    vtmem_store_dirty_stop(store);
     vtmem_store_invalidate_all(store);
     vtmem_zpool_destroy(store->zpool);
     for (uint64_t li = 0; li < store->nr_leaves; li++) {
@@ -297,7 +347,8 @@ static void chunk_release_if_empty(VtmemStore *store, SlotChunk **cp)
  * store is over its limit (then the put must be refused as usual).
  */
 static bool replace_in_place(VtmemStore *store, Stripe *s, SlotChunk *c,
-                             unsigned i, const void *src, size_t len)
+                             uint64_t ci, unsigned i, const void *src,
+                             size_t len)
 {
     size_t old = c->entry[i] & LEN_MASK;
     VtmemZhandle handle = c->entry[i] >> LEN_BITS;
@@ -312,8 +363,12 @@ static bool replace_in_place(VtmemStore *store, Stripe *s, SlotChunk *c,
     object_counted(s, old, false);
     object_counted(s, len, true);
     s->puts++;
+    slot_mark(store, s, ci, i);
     return true;
 }
+
+static vtmem_status put_prepared(VtmemStore *store, uint64_t slot, bool same,
+                                 uint64_t word, const void *src, size_t len);
 
 vtmem_status vtmem_store_put(VtmemStore *store, uint64_t slot, const void *page)
 {
@@ -347,7 +402,16 @@ vtmem_status vtmem_store_put(VtmemStore *store, uint64_t slot, const void *page)
             len = PAGE;
         }
     }
+    return put_prepared(store, slot, same, word, src, len);
+}
 
+/*
+ * Store slot's new content, ready as stored: the word if same, else len
+ * bytes at src (LZ4 if len < PAGE). Argument checks done by the caller.
+ */
+static vtmem_status put_prepared(VtmemStore *store, uint64_t slot, bool same,
+                                 uint64_t word, const void *src, size_t len)
+{
     uint64_t ci = slot / CHUNK_SLOTS;
     unsigned i = (unsigned)(slot % CHUNK_SLOTS);
     Stripe *s = stripe_of(store, ci);
@@ -362,13 +426,15 @@ vtmem_status vtmem_store_put(VtmemStore *store, uint64_t slot, const void *page)
     }
     g_mutex_lock(&s->lock);
     c = cp ? *cp : NULL;
-    if (c && !same && replace_in_place(store, s, c, i, src, len)) {
+    if (c && !same && replace_in_place(store, s, c, ci, i, src, len)) {
         g_mutex_unlock(&s->lock);
         return VTMEM_OK;
     }
     if (c) {
         /* Old copy goes first: a refused put must leave the slot empty. */
-        slot_drop(store, s, c, i);
+        if (slot_drop(store, s, c, i)) {
+            slot_mark(store, s, ci, i);
+        }
     } else if (st == VTMEM_OK) {
         st = chunk_new(store, &c);
         if (st == VTMEM_OK) {
@@ -396,6 +462,7 @@ vtmem_status vtmem_store_put(VtmemStore *store, uint64_t slot, const void *page)
         c->used++;
         s->stored++;
         s->puts++;
+        slot_mark(store, s, ci, i);
     } else {
         if (st == VTMEM_ERR_NOSPACE) {
             s->refusals++;
@@ -478,6 +545,7 @@ vtmem_status vtmem_store_invalidate(VtmemStore *store, uint64_t slot)
     }
     g_mutex_lock(&s->lock);
     if (*cp && slot_drop(store, s, *cp, (unsigned)(slot % CHUNK_SLOTS))) {
+        slot_mark(store, s, ci, (unsigned)(slot % CHUNK_SLOTS));
         s->invalidations++;
         chunk_release_if_empty(store, cp);
         st = VTMEM_OK;
@@ -513,6 +581,7 @@ vtmem_status vtmem_store_invalidate_range(VtmemStore *store, uint64_t first,
         SlotChunk *c = *cp;
         for (; c && slot < chunk_end; slot++) {
             if (slot_drop(store, s, c, (unsigned)(slot % CHUNK_SLOTS))) {
+                slot_mark(store, s, ci, (unsigned)(slot % CHUNK_SLOTS));
                 s->invalidations++;
                 n++;
             }
@@ -759,6 +828,214 @@ uint64_t vtmem_store_resident_bytes(VtmemStore *store)
     bytes += vtmem_backing_resident(&store->table_backing);
     g_mutex_unlock(&store->table_lock);
     return bytes;
+}
+
+/* Copy slot i of chunk c as stored (its stripe locked; c may be NULL). */
+static void slot_copy_object(VtmemStore *store, SlotChunk *c, unsigned i,
+                             VtmemStoreObj *obj, void *buf)
+{
+    unsigned type = c ? slot_type(c, i) : SLOT_EMPTY;
+
+    memset(obj, 0, sizeof(*obj));
+    if (type == SLOT_SAME) {
+        obj->kind = VTMEM_OBJ_SAME;
+        obj->word = c->entry[i];
+    } else if (type == SLOT_OBJECT) {
+        size_t len = c->entry[i] & LEN_MASK;
+
+        obj->kind = len == PAGE ? VTMEM_OBJ_RAW : VTMEM_OBJ_LZ4;
+        obj->len = (uint32_t)len;
+        memcpy(buf, vtmem_zpool_map(store->zpool, c->entry[i] >> LEN_BITS,
+                                    len), len);
+    } else {
+        obj->kind = VTMEM_OBJ_EMPTY;
+    }
+}
+
+vtmem_status vtmem_store_get_object(VtmemStore *store, uint64_t slot,
+                                    VtmemStoreObj *obj, void *buf)
+{
+    if (!store || !obj || !buf) {
+        return VTMEM_ERR_INVAL;
+    }
+    if (slot >= store->nr_slots) {
+        return VTMEM_ERR_RANGE;
+    }
+    uint64_t ci = slot / CHUNK_SLOTS;
+    Stripe *s = stripe_of(store, ci);
+    SlotChunk **cp = chunk_ref(store, ci);
+
+    g_mutex_lock(&s->lock);
+    slot_copy_object(store, cp ? *cp : NULL, (unsigned)(slot % CHUNK_SLOTS),
+                     obj, buf);
+    g_mutex_unlock(&s->lock);
+    return VTMEM_OK;
+}
+
+vtmem_status vtmem_store_put_object(VtmemStore *store, uint64_t slot,
+                                    const VtmemStoreObj *obj,
+                                    const void *data)
+{
+    if (!store || !obj) {
+        return VTMEM_ERR_INVAL;
+    }
+    switch (obj->kind) {
+    case VTMEM_OBJ_EMPTY: {
+        vtmem_status st = vtmem_store_invalidate(store, slot);
+        return st == VTMEM_ERR_NOENT ? VTMEM_OK : st;
+    }
+    case VTMEM_OBJ_SAME:
+        if (slot >= store->nr_slots) {
+            return VTMEM_ERR_RANGE;
+        }
+        return put_prepared(store, slot, true, obj->word, NULL, 0);
+    case VTMEM_OBJ_LZ4:
+        if (!data || obj->len == 0 || obj->len > COMPRESSED_MAX) {
+            return VTMEM_ERR_INVAL;
+        }
+        break;
+    case VTMEM_OBJ_RAW:
+        if (!data || obj->len != PAGE) {
+            return VTMEM_ERR_INVAL;
+        }
+        break;
+    default:
+        return VTMEM_ERR_INVAL;
+    }
+    if (slot >= store->nr_slots) {
+        return VTMEM_ERR_RANGE;
+    }
+    return put_prepared(store, slot, false, 0, data, obj->len);
+}
+
+void vtmem_store_set_unlimited(VtmemStore *store, bool on)
+{
+    if (store) {
+        atomic_store_explicit(&store->acct.unlimited, on,
+                              memory_order_relaxed);
+    }
+}
+
+vtmem_status vtmem_store_dirty_start(VtmemStore *store)
+{
+    if (!store || atomic_load(&store->logging)) {
+        return VTMEM_ERR_INVAL;
+    }
+    store->dirty_dir = g_try_new0(_Atomic(uint64_t *), store->nr_leaves);
+    if (!store->dirty_dir) {
+        return VTMEM_ERR_NOMEM;
+    }
+    atomic_store(&store->dirty_broken, false);
+    atomic_store_explicit(&store->logging, true, memory_order_release);
+    /*
+     * Mark what is stored now. A put racing with this walk marks its slot
+     * itself: it takes the slot's lock after logging was set, or before
+     * the walk reads the slot.
+     */
+    for (uint64_t ci = 0; ci < store->nr_chunks; ci++) {
+        Stripe *s = stripe_of(store, ci);
+        SlotChunk **cp = chunk_ref(store, ci);
+
+        if (!cp) {
+            ci |= LEAF_CHUNKS - 1;
+            continue;
+        }
+        g_mutex_lock(&s->lock);
+        SlotChunk *c = *cp;
+        for (unsigned i = 0; c && i < CHUNK_SLOTS; i++) {
+            if (slot_type(c, i) != SLOT_EMPTY) {
+                slot_mark(store, s, ci, i);
+            }
+        }
+        g_mutex_unlock(&s->lock);
+    }
+    return VTMEM_OK;
+}
+
+void vtmem_store_dirty_stop(VtmemStore *store)
+{
+    if (!store || !atomic_load(&store->logging)) {
+        return;
+    }
+    atomic_store(&store->logging, false);
+    /* Wait out markers that saw logging set; reset the counts. */
+    for (unsigned i = 0; i < NR_STRIPES; i++) {
+        g_mutex_lock(&store->stripes[i].lock);
+        store->stripes[i].dirty = 0;
+        g_mutex_unlock(&store->stripes[i].lock);
+    }
+    for (uint64_t li = 0; li < store->nr_leaves; li++) {
+        g_free(atomic_load(&store->dirty_dir[li]));
+    }
+    g_free(store->dirty_dir);
+    store->dirty_dir = NULL;
+}
+
+vtmem_status vtmem_store_dirty_next(VtmemStore *store, uint64_t *cursor,
+                                    uint64_t *slot, VtmemStoreObj *obj,
+                                    void *buf)
+{
+    if (!store || !cursor || !slot || !obj || !buf ||
+        !atomic_load(&store->logging)) {
+        return VTMEM_ERR_INVAL;
+    }
+    if (atomic_load(&store->dirty_broken)) {
+        return VTMEM_ERR_NOMEM;
+    }
+    for (uint64_t pos = *cursor; pos < store->nr_slots;) {
+        uint64_t ci = pos / CHUNK_SLOTS;
+        unsigned first = (unsigned)(pos % CHUNK_SLOTS);
+        uint64_t *leaf = atomic_load_explicit(
+            &store->dirty_dir[ci >> LEAF_SHIFT], memory_order_acquire);
+
+        if (!leaf) {
+            /* nothing marked in this leaf's chunks */
+            pos = ((ci >> LEAF_SHIFT) + 1) * LEAF_CHUNKS * CHUNK_SLOTS;
+            continue;
+        }
+        uint64_t *w = &leaf[(ci & (LEAF_CHUNKS - 1)) * DIRTY_WORDS];
+        Stripe *s = stripe_of(store, ci);
+
+        g_mutex_lock(&s->lock);
+        for (unsigned wi = first >> 6; wi < DIRTY_WORDS; wi++) {
+            uint64_t bits = w[wi];
+
+            if (wi == first >> 6) {
+                bits &= ~UINT64_C(0) << (first & 63);
+            }
+            if (bits) {
+                unsigned i = wi * 64 + (unsigned)__builtin_ctzll(bits);
+                SlotChunk **cp = chunk_ref(store, ci);
+
+                w[wi] &= ~(UINT64_C(1) << (i & 63));
+                s->dirty--;
+                slot_copy_object(store, cp ? *cp : NULL, i, obj, buf);
+                g_mutex_unlock(&s->lock);
+                *slot = ci * CHUNK_SLOTS + i;
+                *cursor = *slot + 1;
+                return VTMEM_OK;
+            }
+        }
+        g_mutex_unlock(&s->lock);
+        pos = (ci + 1) * CHUNK_SLOTS;
+    }
+    *cursor = store->nr_slots;
+    return VTMEM_ERR_NOENT;
+}
+
+uint64_t vtmem_store_dirty_count(VtmemStore *store)
+{
+    uint64_t n = 0;
+
+    if (!store) {
+        return 0;
+    }
+    for (unsigned i = 0; i < NR_STRIPES; i++) {
+        g_mutex_lock(&store->stripes[i].lock);
+        n += store->stripes[i].dirty;
+        g_mutex_unlock(&store->stripes[i].lock);
+    }
+    return n;
 }
 
 const char *vtmem_status_str(vtmem_status status)

@@ -137,6 +137,80 @@ void vtmem_store_get_stats(VtmemStore *store, VtmemStoreStats *stats);
 /* Cheap: bytes of memory held now (for virtio config space). */
 uint64_t vtmem_store_memory_held(VtmemStore *store);
 
+/*
+ * Migration support (docs/virtio-tmem.md, "Migration stream").
+ *
+ * An object as the store holds it, copied out without decompression or put
+ * back without recompression. LZ4: len 1 .. VTMEM_STORE_LZ4_MAX bytes of
+ * an LZ4 block that decompresses to one page; RAW: len = one page; SAME:
+ * the page is word repeated, len 0; EMPTY: nothing, len 0.
+ */
+#define VTMEM_STORE_LZ4_MAX 3072
+
+typedef enum VtmemObjKind {
+    VTMEM_OBJ_EMPTY = 0,
+    VTMEM_OBJ_SAME = 1,
+    VTMEM_OBJ_LZ4 = 2,
+    VTMEM_OBJ_RAW = 3,
+} VtmemObjKind;
+
+typedef struct VtmemStoreObj {
+    VtmemObjKind kind;
+    uint32_t len;   /* bytes of data (LZ4, RAW), else 0 */
+    uint64_t word;  /* SAME only */
+} VtmemStoreObj;
+
+/*
+ * Copy slot's object as stored into *obj and buf (VTMEM_STORE_PAGE_SIZE
+ * bytes); an empty slot gives kind EMPTY and VTMEM_OK.
+ */
+vtmem_status vtmem_store_get_object(VtmemStore *store, uint64_t slot,
+                                    VtmemStoreObj *obj, void *buf);
+
+/*
+ * Store an object taken from another store (EMPTY drops the slot). Checks
+ * kind and length only: the stream decoder checks that LZ4 data
+ * decompresses to one page. Otherwise as vtmem_store_put.
+ */
+vtmem_status vtmem_store_put_object(VtmemStore *store, uint64_t slot,
+                                    const VtmemStoreObj *obj,
+                                    const void *data);
+
+/*
+ * While on, the limit is not enforced (memory is still counted): an
+ * incoming migration loads everything the source held, then the device
+ * applies its own limit and lets the guest shrink. set_limit still records.
+ */
+void vtmem_store_set_unlimited(VtmemStore *store, bool on);
+
+/*
+ * Dirty log, for the migration source. While it runs, every change of a
+ * slot's content (put, refused put that dropped a copy, invalidate,
+ * invalidate_range/all, put_object) sets the slot's bit, under the slot's
+ * lock. start marks every slot holding data. VTMEM_ERR_INVAL if already
+ * running, VTMEM_ERR_NOMEM if the log's directory cannot be allocated.
+ * stop must not race with dirty_next (the caller's one harvesting thread).
+ */
+vtmem_status vtmem_store_dirty_start(VtmemStore *store);
+void vtmem_store_dirty_stop(VtmemStore *store);
+
+/*
+ * The first dirty slot at or after *cursor: under its lock, copy its
+ * object as stored (EMPTY if it holds nothing now) into *obj and buf
+ * (VTMEM_STORE_PAGE_SIZE bytes) and clear its bit, so that a later change
+ * sets it again. *slot receives its number, *cursor the slot after it.
+ * VTMEM_ERR_NOENT (and *cursor = nr_slots) if no slot from *cursor on is
+ * dirty; VTMEM_ERR_INVAL if the log is not running; VTMEM_ERR_NOMEM if
+ * the log lost a change (a bitmap leaf could not be allocated): the
+ * migration must fail. The store's content is never changed.
+ */
+vtmem_status vtmem_store_dirty_next(VtmemStore *store, uint64_t *cursor,
+                                    uint64_t *slot, VtmemStoreObj *obj,
+                                    void *buf);
+
+/* Number of dirty slots now (0 if the log is not running). */
+uint64_t vtmem_store_dirty_count(VtmemStore *store);
+
 const char *vtmem_status_str(vtmem_status status);
 
 #ifdef __cplusplus
