@@ -2,14 +2,16 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Run one libFuzzer harness for a bounded time on a copy of its committed
 # seed corpus; fail on any crash, leak, timeout or sanitizer report.
-#   run-fuzzer.sh FUZZER SEED_DIR [SECONDS]
-# SECONDS defaults to $VTMEM_FUZZ_SECONDS, else 30. Findings (crash-*,
+#   run-fuzzer.sh FUZZER SEED_DIR [MAX_LEN [SECONDS]]
+# MAX_LEN (longest input, default 4096) must hold the harness's largest
+# meaningful input; SECONDS defaults to $VTMEM_FUZZ_SECONDS, else 30. Findings (crash-*,
 # leak-*, timeout-*) are kept in $VTMEM_FUZZ_ARTIFACTS (default:
 # artifacts/ beside the fuzzer) to turn into regression seeds.
 set -eu
 fuzzer=$1
 seeds=$2
-seconds=${3:-${VTMEM_FUZZ_SECONDS:-30}}
+max_len=${3:-4096}
+seconds=${4:-${VTMEM_FUZZ_SECONDS:-30}}
 name=$(basename "$fuzzer")
 work=$(mktemp -d "${TMPDIR:-/tmp}/$name.XXXXXX")
 trap 'rm -rf "$work"' EXIT INT TERM
@@ -21,7 +23,7 @@ status=0
 ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} \
 UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1} \
 	"$fuzzer" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-	-max_len=4096 -print_final_stats=1 \
+	-max_len="$max_len" -print_final_stats=1 \
 	-artifact_prefix="$artifacts/$name-" \
 	"$work/corpus" >"$work/log" 2>&1 || status=$?
 runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/log")
