@@ -107,35 +107,50 @@ KO=/lib/vtmem/virtio_tmem.ko
 
 def find_kernel(ko):
     """The kernel the module was built for (its vermagic), unpacked by
-    guest-kernel.sh under VTMEM_CACHE."""
+    guest-kernel.sh under VTMEM_CACHE; returns (kver, modules dir, vmlinuz).
+    Kernels from 7.x keep vmlinuz in the modules dir, under /usr/lib."""
     kver = os.environ.get("VTMEM_KVER") or subprocess.check_output(
         ["modinfo", "-F", "vermagic", ko], text=True).split()[0]
     root = os.path.join(CACHE, "kernel-" + kver)
-    vmlinuz = os.path.join(root, "boot", "vmlinuz-" + kver)
     if not os.path.exists(os.path.join(root, ".done")):
         env = dict(os.environ, VTMEM_KVER=kver)
         subprocess.check_call(["sh", os.path.join(HERE, "guest-kernel.sh"), "fetch"],
                               stdout=subprocess.DEVNULL, env=env)
-    return kver, root, vmlinuz
+    for lib in ("lib", "usr/lib"):
+        mods = os.path.join(root, lib, "modules", kver)
+        if os.path.isdir(os.path.join(mods, "kernel")):
+            break
+    vmlinuz = os.path.join(root, "boot", "vmlinuz-" + kver)
+    if not os.path.exists(vmlinuz):
+        vmlinuz = os.path.join(mods, "vmlinuz")
+    return kver, mods, vmlinuz
 
 
-def mod_path(root, kver, name):
-    base = os.path.join(root, "lib", "modules", kver, "kernel")
-    for d, _, files in os.walk(base):
-        if name + ".ko" in files:
-            return os.path.join(d, name + ".ko")
-    raise Fail("module %s not found in %s" % (name, base))
+def mod_path(mods, name):
+    """NAME's .ko or .ko.xz file, or None when it is built in."""
+    try:
+        with open(os.path.join(mods, "modules.builtin")) as f:
+            if any(os.path.basename(line.strip()).split(".ko")[0] == name
+                   for line in f):
+                return None
+    except OSError:
+        pass
+    for d, _, files in os.walk(os.path.join(mods, "kernel")):
+        for f in (name + ".ko", name + ".ko.xz"):
+            if f in files:
+                return os.path.join(d, f)
+    raise Fail("module %s not found in %s" % (name, mods))
 
 
-def mod_order(root, kver, names):
+def mod_order(mods, names):
     order = []
 
     def visit(n):
-        if n in order:
+        path = mod_path(mods, n)
+        if n in order or path is None:
             return
         deps = subprocess.check_output(
-            ["modinfo", "-F", "depends", mod_path(root, kver, n)],
-            text=True).strip()
+            ["modinfo", "-F", "depends", path], text=True).strip()
         for d in filter(None, deps.split(",")):
             visit(d)
         order.append(n)
@@ -144,8 +159,17 @@ def mod_order(root, kver, names):
     return order
 
 
+def copy_module(src, dst):
+    """busybox insmod takes no compressed modules: unpack .ko.xz."""
+    if src.endswith(".xz"):
+        with open(dst, "wb") as out:
+            subprocess.run(["xz", "-dc", src], stdout=out, check=True)
+    else:
+        shutil.copy(src, dst)
+
+
 def build_initramfs(args, workdir):
-    kver, root, vmlinuz = find_kernel(args.ko)
+    kver, mods, vmlinuz = find_kernel(args.ko)
     busybox = shutil.which("busybox") or "/bin/busybox"
     st = os.path.join(workdir, "initramfs-root")
     shutil.rmtree(st, ignore_errors=True)
@@ -157,9 +181,9 @@ def build_initramfs(args, workdir):
         p = os.path.join(st, "bin", a)
         if not os.path.exists(p):
             os.symlink("busybox", p)
-    order = mod_order(root, kver, VIRTIO_MODS)
+    order = mod_order(mods, VIRTIO_MODS)
     for m in order:
-        shutil.copy(mod_path(root, kver, m), os.path.join(st, "lib/vtmem/mods"))
+        copy_module(mod_path(mods, m), os.path.join(st, "lib/vtmem/mods", m + ".ko"))
     with open(os.path.join(st, "lib/vtmem/virtio-order"), "w") as f:
         f.write("\n".join(order) + "\n")
     shutil.copy(args.ko, os.path.join(st, "lib/vtmem/virtio_tmem.ko"))
@@ -698,6 +722,35 @@ class Thp(Scenario):
                run.st("end", "failed_writes") == 0, "no failed I/O")
 
 
+class Mthp(Scenario):
+    """6.10+: 64 KiB mTHP folios swap out as one multi-page bio; on 6.12+ a
+    synchronous swap device also swaps them in whole."""
+    name = "mthp"
+    script = r"""
+sync_host boot
+m=/sys/kernel/mm/transparent_hugepage
+echo never > $m/enabled
+echo always > $m/hugepages-64kB/enabled || echo "VTMEM-FAIL no 64 KiB mTHP"
+setup -b /dev/vda -s 512M
+workload main 160 5 64M thp sync
+stat_dump end
+for f in swpout swpin; do
+	[ -r $m/hugepages-64kB/stats/$f ] &&
+		echo "VTMEM-STAT end mthp_$f $(cat $m/hugepages-64kB/stats/$f)"
+done
+vtmem-setup stop
+"""
+
+    def check(self, run):
+        result_ok(run, "main")
+        n = run.st("end", "mthp_swpout")
+        expect(n > 0, "64 KiB folios swapped out whole (swpout=%d)" % n)
+        log("mTHP 64 KiB: swpout %d, swpin %s" % (
+            n, run.stats["end"].get("mthp_swpin", "n/a")))
+        expect(run.st("end", "failed_reads") == 0 and
+               run.st("end", "failed_writes") == 0, "no failed I/O")
+
+
 class Unplug(Scenario):
     """Hot-unplug the device while pages are on the host: no crash."""
     name = "unplug"
@@ -1205,7 +1258,8 @@ class Probe(Scenario):
 
 
 SCENARIOS = {c.name: c for c in [Fits, SmallLimit, LimitChange, NoDiskFull,
-                                 NoDevice, CycleReboot, Thp, Unplug, Churn, Suspend,
+                                 NoDevice, CycleReboot, Thp, Mthp, Unplug, Churn,
+                                 Suspend,
                                  Bench, Demo, Probe, Shrink, ShrinkUpDown,
                                  ShrinkSwapin, ShrinkNoDisk, ShrinkDiskFull,
                                  ShrinkBench]}
@@ -1258,8 +1312,8 @@ def pick_accel(args, workdir, vmlinuz, base):
         return want
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return "tcg"
-    kver = os.path.basename(vmlinuz)
-    cache = os.path.join(CACHE, "accel-" + kver)
+    kernel = os.path.relpath(vmlinuz, CACHE).split(os.sep)[0]  # kernel-<ver>
+    cache = os.path.join(CACHE, "accel-" + kernel[len("kernel-"):])
     try:
         with open(cache) as f:
             return f.read().strip()
