@@ -42,7 +42,8 @@ if [ -z "$suite" ]; then
 		grep -v 'Skipping BTF generation' >&2 || true
 else
 	root=$(VTMEM_ROOT_VARIANT=minbase \
-		sh "$here/../scripts/debian-root.sh" "$suite" make "linux-headers-$kver")
+		sh "$here/../scripts/debian-root.sh" "$suite" make binutils \
+		"linux-headers-$kver")
 	# A private directory in the root (its /tmp is shared by every
 	# in-root.sh run), one build at a time per kernel.
 	dir=/var/tmp/vtmem-kbuild-$kver
