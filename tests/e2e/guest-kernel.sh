@@ -8,8 +8,8 @@
 #     bookworm-backports 6.12.N+deb12-amd64 (gcc-12: builds on a Debian 12 host)
 #     trixie             Debian 13's 6.12.N+deb13-amd64 (trixie + trixie-updates)
 #     trixie-backports   the newest N.M.K+deb13-amd64 there (7.x)
-#   fetch (default): unpack linux-image-<ver>-unsigned (7.x: linux-binary-
-#     and linux-modules-<ver>) under
+#   fetch (default): unpack linux-image-<ver>-unsigned (7.x: linux-binary-,
+#     linux-modules- and linux-base-<ver>) under
 #     ${VTMEM_CACHE:-$HOME/.cache/vtmem}/kernel-<ver>/ (and, for every suite
 #     but bookworm, its headers, their -common package and linux-kbuild there
 #     too); for bookworm install linux-headers-<ver> on the host; print <ver>.
@@ -142,7 +142,7 @@ find_suite() {
 
 # The packages that hold vmlinuz and the modules of $ver: the unsigned image
 # or, from 7.x on (where linux-image-<ver> is a metapackage), its
-# linux-binary-<ver> and linux-modules-<ver>.
+# linux-binary-, linux-modules- and linux-base-<ver> (modules.builtin).
 image_pkgs() {
 	if apt_run apt-cache show "linux-image-$ver-unsigned" >/dev/null 2>&1; then
 		echo "linux-image-$ver-unsigned"
@@ -150,7 +150,7 @@ image_pkgs() {
 	fi
 	apt_run apt-cache show --no-all-versions "linux-image-$ver" |
 		sed -n 's/^Depends: //p' | tr ',' '\n' |
-		sed -n 's/^ *\(linux-\(binary\|modules\)-[^ ]*\).*/\1/p'
+		sed -n 's/^ *\(linux-\(binary\|modules\|base\)-[^ ]*\).*/\1/p'
 }
 
 # The packages that make kbuild work for $ver outside /usr/src: the headers,
