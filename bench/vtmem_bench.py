@@ -53,7 +53,7 @@ def log(msg):
 
 # ------------------------------------------------------------ guest image
 
-def add_extras(workdir, kver, root, base):
+def add_extras(workdir, kver, mods, base):
     """Appends stress-ng (+ its shared libraries) and the zram modules to the
     e2e base initramfs (concatenated cpio archives)."""
     st = os.path.join(workdir, "extra-root")
@@ -75,7 +75,7 @@ def add_extras(workdir, kver, root, base):
             os.makedirs(os.path.dirname(d), exist_ok=True)
             if not os.path.exists(d):
                 shutil.copy(src, d)
-    image.copy_modules(root, kver, ["zram", "lz4"], os.path.join(st, "lib/vtmem/zram"),
+    image.copy_modules(mods, ["zram", "lz4"], os.path.join(st, "lib/vtmem/zram"),
                        os.path.join(st, "lib/vtmem/zram-order"))
     return image.append_cpio(base, st, os.path.join(workdir, "bench-base.cpio"))
 
@@ -596,9 +596,9 @@ def main():
     results = {s: {w: [] for w in p["workloads"]} for s in setups}
     problems = []
     try:
-        kver, root, _ = image.find_kernel(a.ko)
+        kver, mods, _ = image.find_kernel(a.ko)
         vmlinuz, base = image.build_initramfs(a, workdir)
-        base = add_extras(workdir, kver, root, base)
+        base = add_extras(workdir, kver, mods, base)
         accel = runner.pick_accel(a, workdir, vmlinuz, base)
         p["accel"] = meta["accel"] = accel
         meta["kver"] = kver

@@ -1,22 +1,67 @@
 #!/bin/sh
 # SPDX-License-Identifier: GPL-2.0-or-later
-# Builds virtio_tmem.ko with kbuild in a copy of the sources under the build
-# directory, so that the source tree stays clean.
-# Usage: kbuild.sh KVER OUTDIR SOURCE...
+# Builds virtio_tmem.ko with the driver's Makefile (feature probes, then
+# kbuild) in a copy of the sources, so that the source tree stays clean.
+# Usage: kbuild.sh KDIR WORKDIR OUTPUT SOURCE...
+#        kbuild.sh --root SUITE KVER WORKDIR OUTPUT SOURCE...
+#   The second form builds inside a Debian SUITE root (scripts/debian-root.sh,
+#   scripts/in-root.sh) holding linux-headers-KVER and its toolchain: trixie
+#   kernels need gcc-14 and glibc >= 2.38, which a Debian 12 host lacks.
+#   SOURCE files under a probes/ directory go to WORKDIR/probes/.
 set -eu
-kver=$1
-out=$2
+here=$(cd "$(dirname "$0")" && pwd)
+suite=
+if [ "$1" = --root ]; then
+	suite=$2
+	kver=$3
+	shift 3
+	kdir=/usr/src/linux-headers-$kver
+else
+	kdir=$1
+	shift
+fi
+work=$1
+output=$2
 shift 2
-kdir=/usr/src/linux-headers-$kver
-[ -d "$kdir" ] || { echo "kbuild.sh: $kdir missing (run tests/e2e/guest-kernel.sh)" >&2; exit 1; }
-work=$out/kbuild
-mkdir -p "$work"
+mkdir -p "$work/probes"
 for f in "$@"; do
-	cmp -s "$f" "$work/$(basename "$f")" || cp "$f" "$work/"
+	case $f in
+	probes/* | */probes/*) dst=$work/probes/$(basename "$f") ;;
+	*) dst=$work/$(basename "$f") ;;
+	esac
+	cmp -s "$f" "$dst" || cp "$f" "$dst"
 done
-make -s -C "$kdir" M="$(cd "$work" && pwd)" modules 2>&1 | grep -v 'Skipping BTF generation' >&2 || true
-[ -f "$work/virtio_tmem.ko" ] && [ "$work/virtio_tmem.ko" -nt "$work/virtio_tmem.c" ] || {
-	echo "kbuild.sh: build failed" >&2
+rm -f "$work/virtio_tmem.ko"
+
+if [ -z "$suite" ]; then
+	[ -f "$kdir/Makefile" ] || {
+		echo "kbuild.sh: $kdir missing (run tests/e2e/guest-kernel.sh)" >&2
+		exit 1
+	}
+	make -s -C "$work" KDIR="$kdir" 2>&1 |
+		grep -v 'Skipping BTF generation' >&2 || true
+else
+	root=$(VTMEM_ROOT_VARIANT=minbase \
+		sh "$here/../scripts/debian-root.sh" "$suite" make binutils \
+		"linux-headers-$kver")
+	# A private directory in the root (its /tmp is shared by every
+	# in-root.sh run), one build at a time per kernel.
+	dir=/var/tmp/vtmem-kbuild-$kver
+	(
+		flock 9
+		rm -rf "${root:?}$dir"
+		mkdir -p "$root$dir"
+		cp -r "$work"/. "$root$dir/"
+		sh "$here/../scripts/in-root.sh" "$root" sh -c \
+			'cd "$1" && TMPDIR=$1 make -s KDIR="$2"' sh "$dir" "$kdir" 2>&1 |
+			grep -v 'Skipping BTF generation' >&2 || true
+		[ ! -f "$root$dir/virtio_tmem.ko" ] ||
+			cp "$root$dir/virtio_tmem.ko" "$root$dir/vtmem_probed.h" "$work/"
+		rm -rf "${root:?}$dir"
+	) 9>"$root.kbuild-lock-$kver"
+fi
+[ -f "$work/virtio_tmem.ko" ] || {
+	echo "kbuild.sh: build failed against $kdir${suite:+ in a $suite root}" >&2
 	exit 1
 }
-cp "$work/virtio_tmem.ko" "$out/virtio_tmem.ko"
+cp "$work/virtio_tmem.ko" "$output"

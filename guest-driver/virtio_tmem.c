@@ -47,6 +47,7 @@
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
 #include "virtio_tmem.h"
+#include "vtmem_compat.h"
 
 #define VT_LOCK		63
 #define VT_BUSY		BIT(62)
@@ -139,6 +140,7 @@ struct vtmem {
 	wait_queue_head_t slot_wq;
 
 	struct block_device *bdev;
+	struct file *backing_file;	/* holds bdev open, exclusively */
 	char *backing_name;
 	unsigned long *blk_bitmap;
 	u64 nr_blocks;
@@ -178,7 +180,7 @@ static int vtmem_major;
 static bool sync_io = true;
 module_param(sync_io, bool, 0444);
 MODULE_PARM_DESC(sync_io,
-		 "Provide rw_page (SWP_SYNCHRONOUS_IO: swap-in frees the slot at once); 0: swap cache with readahead");
+		 "Synchronous swap device (SWP_SYNCHRONOUS_IO: swap-in frees the slot at once); 0: swap cache with readahead");
 
 static unsigned int pend_max = 4096;
 module_param(pend_max, uint, 0444);
@@ -1290,6 +1292,7 @@ static void vtmem_submit_bio(struct bio *bio)
 	queue_work(vt->wq, &vt->bio_work);
 }
 
+#ifdef VT_HAVE_RW_PAGE
 static int vtmem_rw_page(struct block_device *bdev, sector_t sector,
 			 struct page *page, enum req_op op)
 {
@@ -1315,6 +1318,7 @@ static int vtmem_rw_page(struct block_device *bdev, sector_t sector,
 	page_endio(page, op_is_write(op), 0);
 	return 0;
 }
+#endif
 
 /* Atomic context, swap_lock held: must not sleep. */
 static void vtmem_slot_free_notify(struct block_device *bdev,
@@ -1341,29 +1345,32 @@ static void vtmem_slot_free_notify(struct block_device *bdev,
 		vt_queue_inv(vt, index);
 }
 
-static int vtmem_open(struct block_device *bdev, fmode_t mode)
+static int vt_disk_open(struct gendisk *disk)
 {
-	struct vtmem *vt = bdev->bd_disk->private_data;
+	struct vtmem *vt = disk->private_data;
 
 	return vt->claim ? -EBUSY : 0;
 }
 
+/* Before 6.3, rw_page is what makes swap SWP_SYNCHRONOUS_IO. */
 static const struct block_device_operations vtmem_fops = {
 	.owner = THIS_MODULE,
-	.open = vtmem_open,
+	.open = vt_compat_open,
 	.submit_bio = vtmem_submit_bio,
+#ifdef VT_HAVE_RW_PAGE
 	.rw_page = vtmem_rw_page,
+#endif
 	.swap_slot_free_notify = vtmem_slot_free_notify,
 };
 
 /*
- * Without rw_page the swap device is not SWP_SYNCHRONOUS_IO: swap-in goes
- * through the swap cache with readahead and keeps the slot (and the host
- * copy) while the page stays clean, so re-evicting it needs no PUT.
+ * A swap device that is not SWP_SYNCHRONOUS_IO: swap-in goes through the
+ * swap cache with readahead and keeps the slot (and the host copy) while
+ * the page stays clean, so re-evicting it needs no PUT.
  */
 static const struct block_device_operations vtmem_fops_cached = {
 	.owner = THIS_MODULE,
-	.open = vtmem_open,
+	.open = vt_compat_open,
 	.submit_bio = vtmem_submit_bio,
 	.swap_slot_free_notify = vtmem_slot_free_notify,
 };
@@ -1493,11 +1500,26 @@ static void vtmem_remove(struct virtio_device *vdev)
 	struct vtmem *vt = vdev->priv;
 
 	mutex_lock(&vt->host_mutex);
-	vt_host_stop(vt, vdev);
-	vt->host.vdev = NULL;
+	if (vt->host.vdev == vdev) {
+		vt_host_stop(vt, vdev);
+		vt->host.vdev = NULL;
+	}
 	mutex_unlock(&vt->host_mutex);
 	dev_info(&vdev->dev, "detached\n");
 }
+
+#ifdef VT_HAVE_VIRTIO_SHUTDOWN
+/*
+ * Without this handler the virtio core breaks and resets the device at
+ * shutdown: requests in flight (swap may still be active) would never
+ * complete. Detach as on removal: the host drops our pages, requests in
+ * flight fail, later I/O goes to the backing disk or fails.
+ */
+static void vtmem_shutdown(struct virtio_device *vdev)
+{
+	vtmem_remove(vdev);
+}
+#endif
 
 #ifdef CONFIG_PM_SLEEP
 /*
@@ -1550,6 +1572,9 @@ static struct virtio_driver vtmem_virtio_driver = {
 	.config_changed = vtmem_config_changed,
 	.probe = vtmem_probe,
 	.remove = vtmem_remove,
+#ifdef VT_HAVE_VIRTIO_SHUTDOWN
+	.shutdown = vtmem_shutdown,
+#endif
 #ifdef CONFIG_PM_SLEEP
 	.freeze = vtmem_freeze,
 	.restore = vtmem_restore,
@@ -1562,7 +1587,8 @@ static void vt_detach_backing(struct vtmem *vt)
 {
 	if (!vt->bdev)
 		return;
-	blkdev_put(vt->bdev, FMODE_READ | FMODE_WRITE | FMODE_EXCL);
+	filp_close(vt->backing_file, NULL);
+	vt->backing_file = NULL;
 	vt->bdev = NULL;
 	kvfree(vt->blk_bitmap);
 	vt->blk_bitmap = NULL;
@@ -1651,6 +1677,7 @@ static ssize_t backing_dev_store(struct device *dev,
 {
 	struct vtmem *vt = dev_to_disk(dev)->private_data;
 	struct block_device *bdev;
+	struct file *file;
 	unsigned long *bitmap;
 	u64 nr_blocks;
 	char *name;
@@ -1674,20 +1701,26 @@ static ssize_t backing_dev_store(struct device *dev,
 		ret = -EBUSY;
 		goto out;
 	}
-	bdev = blkdev_get_by_path(name, FMODE_READ | FMODE_WRITE | FMODE_EXCL,
-				  vt);
-	if (IS_ERR(bdev)) {
-		ret = PTR_ERR(bdev);
+	file = filp_open(name, O_RDWR | O_LARGEFILE | O_EXCL, 0);
+	if (IS_ERR(file)) {
+		ret = PTR_ERR(file);
 		goto out;
 	}
+	if (!S_ISBLK(file_inode(file)->i_mode)) {
+		filp_close(file, NULL);
+		ret = -ENOTBLK;
+		goto out;
+	}
+	bdev = vt_compat_file_bdev(file);
 	nr_blocks = bdev_nr_sectors(bdev) / VT_SECTORS_PER_PAGE;
 	bitmap = nr_blocks ? kvcalloc(BITS_TO_LONGS(nr_blocks), sizeof(long),
 				      GFP_KERNEL) : NULL;
 	if (!bitmap) {
-		blkdev_put(bdev, FMODE_READ | FMODE_WRITE | FMODE_EXCL);
+		filp_close(file, NULL);
 		ret = nr_blocks ? -ENOMEM : -EINVAL;
 		goto out;
 	}
+	vt->backing_file = file;
 	vt->bdev = bdev;
 	vt->blk_bitmap = bitmap;
 	vt->nr_blocks = nr_blocks;
@@ -1885,9 +1918,11 @@ static int __init vtmem_init(void)
 		ret = vtmem_major;
 		goto err_free;
 	}
-	disk = blk_alloc_disk(NUMA_NO_NODE);
-	if (!disk)
+	disk = vt_compat_alloc_disk(sync_io);
+	if (IS_ERR(disk)) {
+		ret = PTR_ERR(disk);
 		goto err_blkdev;
+	}
 	vt->disk = disk;
 	disk->major = vtmem_major;
 	disk->first_minor = 0;
@@ -1897,16 +1932,6 @@ static int __init vtmem_init(void)
 	disk->private_data = vt;
 	snprintf(disk->disk_name, DISK_NAME_LEN, "vtmem0");
 	set_capacity(disk, 0);
-	blk_queue_flag_set(QUEUE_FLAG_NONROT, disk->queue);
-	blk_queue_flag_clear(QUEUE_FLAG_ADD_RANDOM, disk->queue);
-	blk_queue_physical_block_size(disk->queue, PAGE_SIZE);
-	blk_queue_logical_block_size(disk->queue, PAGE_SIZE);
-	blk_queue_io_min(disk->queue, PAGE_SIZE);
-	blk_queue_io_opt(disk->queue, PAGE_SIZE);
-	blk_queue_dma_alignment(disk->queue, PAGE_SIZE - 1);
-	disk->queue->limits.discard_granularity = PAGE_SIZE;
-	blk_queue_max_discard_sectors(disk->queue, UINT_MAX);
-	blk_queue_max_write_zeroes_sectors(disk->queue, UINT_MAX);
 
 	ret = device_add_disk(NULL, disk, vtmem_groups);
 	if (ret)

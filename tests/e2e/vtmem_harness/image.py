@@ -26,37 +26,53 @@ VIRTIO_MODS = ["virtio", "virtio_ring", "virtio_pci_modern_dev",
 
 
 def find_kernel(ko):
-    """(kver, unpacked root, vmlinuz) of the kernel the module was built
-    for; guest-kernel.sh fetches it into CACHE when missing."""
+    """(kver, modules dir, vmlinuz) of the kernel the module was built for;
+    guest-kernel.sh fetches it into CACHE when missing. Kernels from 7.x
+    keep vmlinuz in the modules dir, under /usr/lib."""
     kver = os.environ.get("VTMEM_KVER") or subprocess.check_output(
         ["modinfo", "-F", "vermagic", ko], text=True).split()[0]
     root = os.path.join(CACHE, "kernel-" + kver)
-    vmlinuz = os.path.join(root, "boot", "vmlinuz-" + kver)
     if not os.path.exists(os.path.join(root, ".done")):
         env = dict(os.environ, VTMEM_KVER=kver)
         subprocess.check_call(["sh", os.path.join(E2E_DIR, "guest-kernel.sh"), "fetch"],
                               stdout=subprocess.DEVNULL, env=env)
-    return kver, root, vmlinuz
+    for lib in ("lib", "usr/lib"):
+        mods = os.path.join(root, lib, "modules", kver)
+        if os.path.isdir(os.path.join(mods, "kernel")):
+            break
+    vmlinuz = os.path.join(root, "boot", "vmlinuz-" + kver)
+    if not os.path.exists(vmlinuz):
+        vmlinuz = os.path.join(mods, "vmlinuz")
+    return kver, mods, vmlinuz
 
 
-def mod_path(root, kver, name):
-    base = os.path.join(root, "lib", "modules", kver, "kernel")
-    for d, _, files in os.walk(base):
-        if name + ".ko" in files:
-            return os.path.join(d, name + ".ko")
-    raise Fail("module %s not found in %s" % (name, base))
+def mod_path(mods, name):
+    """NAME's .ko or .ko.xz file, or None when it is built in."""
+    try:
+        with open(os.path.join(mods, "modules.builtin")) as f:
+            if any(os.path.basename(line.strip()).split(".ko")[0] == name
+                   for line in f):
+                return None
+    except OSError:
+        pass
+    for d, _, files in os.walk(os.path.join(mods, "kernel")):
+        for f in (name + ".ko", name + ".ko.xz"):
+            if f in files:
+                return os.path.join(d, f)
+    raise Fail("module %s not found in %s" % (name, mods))
 
 
-def mod_order(root, kver, names):
-    """names and the modules they depend on, each after its dependencies."""
+def mod_order(mods, names):
+    """names and the modules they depend on, each after its dependencies
+    (built-in ones left out)."""
     order = []
 
     def visit(n):
-        if n in order:
+        path = mod_path(mods, n)
+        if n in order or path is None:
             return
         deps = subprocess.check_output(
-            ["modinfo", "-F", "depends", mod_path(root, kver, n)],
-            text=True).strip()
+            ["modinfo", "-F", "depends", path], text=True).strip()
         for d in filter(None, deps.split(",")):
             visit(d)
         order.append(n)
@@ -65,12 +81,21 @@ def mod_order(root, kver, names):
     return order
 
 
-def copy_modules(root, kver, names, dest, order_file):
+def copy_module(src, dst):
+    """busybox insmod takes no compressed modules: unpack .ko.xz."""
+    if src.endswith(".xz"):
+        with open(dst, "wb") as out:
+            subprocess.run(["xz", "-dc", src], stdout=out, check=True)
+    else:
+        shutil.copy(src, dst)
+
+
+def copy_modules(mods, names, dest, order_file):
     """Copies names (with their dependencies) into dest and writes their
     load order, one a line, to order_file."""
-    order = mod_order(root, kver, names)
+    order = mod_order(mods, names)
     for m in order:
-        shutil.copy(mod_path(root, kver, m), dest)
+        copy_module(mod_path(mods, m), os.path.join(dest, m + ".ko"))
     with open(order_file, "w") as f:
         f.write("\n".join(order) + "\n")
 
@@ -92,7 +117,7 @@ def append_cpio(base, tree, out, names=None):
 def build_initramfs(args, workdir):
     """The base initramfs; args has ko, setup, swapverify. Returns
     (vmlinuz, base cpio)."""
-    kver, root, vmlinuz = find_kernel(args.ko)
+    kver, mods, vmlinuz = find_kernel(args.ko)
     busybox = shutil.which("busybox") or "/bin/busybox"
     st = os.path.join(workdir, "initramfs-root")
     shutil.rmtree(st, ignore_errors=True)
@@ -104,7 +129,7 @@ def build_initramfs(args, workdir):
         p = os.path.join(st, "bin", a)
         if not os.path.exists(p):
             os.symlink("busybox", p)
-    copy_modules(root, kver, VIRTIO_MODS, os.path.join(st, "lib/vtmem/mods"),
+    copy_modules(mods, VIRTIO_MODS, os.path.join(st, "lib/vtmem/mods"),
                  os.path.join(st, "lib/vtmem/virtio-order"))
     shutil.copy(args.ko, os.path.join(st, "lib/vtmem/virtio_tmem.ko"))
     shutil.copy(args.setup, os.path.join(st, "bin/vtmem-setup"))

@@ -118,8 +118,8 @@ def pick_accel(args, workdir, vmlinuz, base):
         return want
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return "tcg"
-    kver = os.path.basename(vmlinuz)
-    cache = os.path.join(image.CACHE, "accel-" + kver)
+    kernel = os.path.relpath(vmlinuz, image.CACHE).split(os.sep)[0]  # kernel-<ver>
+    cache = os.path.join(image.CACHE, "accel-" + kernel[len("kernel-"):])
     try:
         with open(cache) as f:
             return f.read().strip()

@@ -1,11 +1,11 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The e2e test scenarios, by name (tests/e2e/meson.build lists them too)."""
 
-from .basic import Churn, Fits, LimitChange, NoDevice, NoDiskFull, SmallLimit, Thp
+from .basic import Churn, Fits, LimitChange, Mthp, NoDevice, NoDiskFull, SmallLimit, Thp
 from .lifecycle import CycleReboot, Suspend, Unplug
 from .shrink import Shrink, ShrinkDiskFull, ShrinkNoDisk, ShrinkSwapin, ShrinkUpDown
 
 TESTS = {c.name: c for c in [Fits, SmallLimit, LimitChange, NoDiskFull, NoDevice,
-                             CycleReboot, Thp, Unplug, Churn, Suspend, Shrink,
+                             CycleReboot, Thp, Mthp, Unplug, Churn, Suspend, Shrink,
                              ShrinkUpDown, ShrinkSwapin, ShrinkNoDisk,
                              ShrinkDiskFull]}

@@ -144,6 +144,20 @@ class Thp(Scenario):
         no_failed_io(run, "end")
 
 
+class Mthp(Scenario):
+    """6.10+: 64 KiB mTHP folios swap out as one multi-page bio; on 6.12+ a
+    synchronous swap device also swaps them in whole. (Not on 6.1: no mTHP.)"""
+    name = "mthp"
+
+    def check(self, run):
+        result_ok(run, "main")
+        n = run.st("end", "mthp_swpout")
+        expect(n > 0, "64 KiB folios swapped out whole (swpout=%d)" % n)
+        log("mTHP 64 KiB: swpout %d, swpin %s" % (
+            n, run.stats["end"].get("mthp_swpin", "n/a")))
+        no_failed_io(run, "end")
+
+
 class Churn(Scenario):
     """Three workloads at once: slots are freed and reused all the time
     (invalidate/PUT ordering), part on the host, part on the disk."""
