@@ -93,7 +93,7 @@ static double now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
+    return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 /* ---- capturing real programs ---- */
@@ -200,8 +200,10 @@ static size_t capture_program(const char *script, PageSet *set,
     size_t got = 0;
 
     if (!g_spawn_async_with_pipes(NULL, argv, NULL,
-                                  G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD,
-                                  NULL, NULL, &pid, NULL, &out_fd, NULL, &err)) {
+                                  G_SPAWN_SEARCH_PATH |
+                                  G_SPAWN_DO_NOT_REAP_CHILD,
+                                  NULL, NULL, &pid, NULL, &out_fd, NULL,
+                                  &err)) {
         g_printerr("spawn python3: %s\n", err->message);
         g_error_free(err);
         return 0;
@@ -297,14 +299,18 @@ static double median(const Samples *s)
 static double smin(const Samples *s)
 {
     double m = s->v[0];
-    for (int i = 1; i < s->n; i++) m = MIN(m, s->v[i]);
+    for (int i = 1; i < s->n; i++) {
+        m = MIN(m, s->v[i]);
+    }
     return m;
 }
 
 static double smax(const Samples *s)
 {
     double m = s->v[0];
-    for (int i = 1; i < s->n; i++) m = MAX(m, s->v[i]);
+    for (int i = 1; i < s->n; i++) {
+        m = MAX(m, s->v[i]);
+    }
     return m;
 }
 
@@ -320,6 +326,7 @@ static double raw_compress(const PageSet *s, Compressed *c, size_t first,
                            size_t count)
 {
     char scratch[LZ4_COMPRESSBOUND(PAGE)];
+    /* volatile: keeps the timed work from being optimised away */
     volatile int sink = 0;
     double t = now();
     for (size_t i = first; i < first + count; i++) {
@@ -339,6 +346,7 @@ static double raw_decompress(const PageSet *s, const Compressed *c,
                              size_t first, size_t count)
 {
     char out[PAGE];
+    /* volatile: keeps the timed work from being optimised away */
     volatile int sink = 0;
     (void)s;
     double t = now();
@@ -367,6 +375,7 @@ static double store_get(VtmemStore *st, const PageSet *s, size_t first,
                         size_t count)
 {
     unsigned char out[PAGE];
+    /* volatile: keeps the timed work from being optimised away */
     volatile int sink = 0;
     (void)s;
     double t = now();
@@ -400,7 +409,7 @@ static double thread_cpu(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
+    return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 static gpointer worker_main(gpointer data)
@@ -416,10 +425,17 @@ static gpointer worker_main(gpointer data)
     w->t0 = now();
     double c0 = thread_cpu();
     switch (w->op) {
-    case OP_PUT: store_put(w->store, w->set, w->first, w->count); break;
-    case OP_GET: store_get(w->store, w->set, w->first, w->count); break;
-    case OP_COMPRESS: raw_compress(w->set, NULL, w->first, w->count); break;
-    case OP_DECOMPRESS: raw_decompress(w->set, w->comp, w->first, w->count);
+    case OP_PUT:
+        store_put(w->store, w->set, w->first, w->count);
+        break;
+    case OP_GET:
+        store_get(w->store, w->set, w->first, w->count);
+        break;
+    case OP_COMPRESS:
+        raw_compress(w->set, NULL, w->first, w->count);
+        break;
+    case OP_DECOMPRESS:
+        raw_decompress(w->set, w->comp, w->first, w->count);
         break;
     }
     w->t1 = now();
@@ -488,7 +504,7 @@ static uint64_t rss_bytes(void)
         exit(1);
     }
     fclose(f);
-    return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
+    return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGE_SIZE);
 }
 
 static double rss_efficiency(VtmemStore *st, uint64_t rss0)
@@ -716,7 +732,8 @@ static void run_set(const PageSet *s, Result *r, GString *json, bool last)
                            "\"min\": %.4f, \"max\": %.4f},\n", median(smp), \
                            smin(smp), smax(smp))
     g_string_append_printf(json, "  \"%s\": {\n", s->name);
-    g_string_append_printf(json, "    \"pages\": %zu,\n    \"lz4_ratio\": %.4f,\n"
+    g_string_append_printf(json, "    \"pages\": %zu,\n"
+                           "    \"lz4_ratio\": %.4f,\n"
                            "    \"same_filled_pages\": %" PRIu64 ",\n"
                            "    \"raw_pages\": %" PRIu64 ",\n", n, r->ratio,
                            f->same_filled_pages, f->raw_pages);
@@ -794,8 +811,9 @@ int main(int argc, char **argv)
     g_rand_free(rng);
 
     GString *json = g_string_new("{\n");
-    g_string_append_printf(json, "  \"reps\": %d,\n  \"seed\": %" G_GINT64_FORMAT
-                           ",\n", reps, seed);
+    g_string_append_printf(json, "  \"reps\": %d,\n"
+                           "  \"seed\": %" G_GINT64_FORMAT ",\n", reps, seed);
+
     Result r;
     run_set(&real, &r, json, false);
     run_set(&mixed, &r, json, true);

@@ -38,7 +38,8 @@ static void drop_source(GSource **s)
     }
 }
 
-/* End it from inside: tell the owner once. After a framing error the
+/*
+ * End it from inside: tell the owner once. After a framing error the
  * owner may still send (an error line) before it closes.
  */
 static void lc_fail(VtmemLineConn *lc, const char *why, bool protocol)
@@ -273,7 +274,8 @@ static void set_io_error(GError **error, const char *what, int err)
     }
 }
 
-/* A blocking socket whose every step (a connect waiting for room in the
+/*
+ * A blocking socket whose every step (a connect waiting for room in the
  * backlog, a send, a read) gives up after timeout_ms.
  */
 static int request_connect(const char *path, int timeout_ms, GError **error)

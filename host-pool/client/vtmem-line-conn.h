@@ -42,7 +42,8 @@ typedef struct VtmemLineConnOps {
 VtmemLineConn *vtmem_line_conn_new(int fd, GMainContext *ctx, size_t max_out,
                                    const VtmemLineConnOps *ops, void *opaque);
 
-/* Queue one line ('\n' appended) and try to send it. false if the
+/*
+ * Queue one line ('\n' appended) and try to send it. false if the
  * connection is closed (or closes now: the output limit).
  */
 bool vtmem_line_conn_send(VtmemLineConn *lc, const char *fmt, ...)
@@ -53,7 +54,8 @@ bool vtmem_line_conn_sendv(VtmemLineConn *lc, const char *fmt, va_list ap)
 /* Bytes from the peer, as a read of the fd would give them. */
 void vtmem_line_conn_feed(VtmemLineConn *lc, const char *data, size_t len);
 
-/* Stop all I/O and callbacks and close the fd; queued output is dropped.
+/*
+ * Stop all I/O and callbacks and close the fd; queued output is dropped.
  * Safe inside a callback and more than once.
  */
 void vtmem_line_conn_close(VtmemLineConn *lc);

@@ -115,7 +115,8 @@ static void client_disconnect(VtmemPoolClient *c, const char *why)
     }
 }
 
-static bool client_send(VtmemPoolClient *c, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+static bool client_send(VtmemPoolClient *c, const char *fmt, ...)
+    G_GNUC_PRINTF(2, 3);
 
 static bool client_send(VtmemPoolClient *c, const char *fmt, ...)
 {
@@ -136,8 +137,9 @@ static void send_update(VtmemPoolClient *c)
     c->sent_held = c->held;
     c->sent_wanted = c->demand;
     c->sent_cap = c->cap;
-    client_send(c, VTMEM_POOL_MSG_UPDATE " %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT
-                " %" G_GUINT64_FORMAT, c->held, c->demand, c->cap);
+    client_send(c, VTMEM_POOL_MSG_UPDATE " %" G_GUINT64_FORMAT
+                " %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT,
+                c->held, c->demand, c->cap);
 }
 
 static void handle_line(VtmemPoolClient *c, const char *line)
@@ -154,7 +156,8 @@ static void handle_line(VtmemPoolClient *c, const char *line)
     if (strcmp(f[0], VTMEM_POOL_MSG_WELCOME) == 0 && nf == 3 && !c->welcomed) {
         g_auto(GStrv) g = g_strsplit(f[2], " ", 2);
 
-        if (!vtmem_pool_parse_u64(f[1], &v[0]) || v[0] != VTMEM_POOL_PROTO_VERSION ||
+        if (!vtmem_pool_parse_u64(f[1], &v[0]) ||
+            v[0] != VTMEM_POOL_PROTO_VERSION ||
             g_strv_length(g) != 2 || !vtmem_pool_parse_u64(g[0], &v[1]) ||
             v[1] < 4096 || v[1] > VTMEM_POOL_MAX_BYTES ||
             !vtmem_pool_parse_u64(g[1], &v[2])) {
@@ -169,10 +172,12 @@ static void handle_line(VtmemPoolClient *c, const char *line)
         if (c->ops.connection_changed) {
             c->ops.connection_changed(c->opaque, true);
         }
-    } else if (strcmp(f[0], VTMEM_POOL_MSG_LIMIT) == 0 && nf == 3 && c->welcomed) {
+    } else if (strcmp(f[0], VTMEM_POOL_MSG_LIMIT) == 0 && nf == 3 &&
+               c->welcomed) {
         uint64_t held;
 
-        if (!vtmem_pool_parse_u64(f[1], &v[0]) || !vtmem_pool_parse_u64(f[2], &v[1])) {
+        if (!vtmem_pool_parse_u64(f[1], &v[0]) ||
+            !vtmem_pool_parse_u64(f[2], &v[1])) {
             client_disconnect(c, "bad LIMIT");
             return;
         }
@@ -181,12 +186,13 @@ static void handle_line(VtmemPoolClient *c, const char *line)
         c->limit = effective_limit(c);
         held = c->ops.set_limit(c->opaque, c->limit);
         if (!c->lc) {
-            return;     /* the callback freed nothing, but may have disconnected */
+            /* the callback freed nothing, but may have disconnected */
+            return;
         }
         c->held = held;
         c->sent_held = held;
-        client_send(c, VTMEM_POOL_MSG_ACK " %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT,
-                    v[0], held);
+        client_send(c, VTMEM_POOL_MSG_ACK " %" G_GUINT64_FORMAT
+                    " %" G_GUINT64_FORMAT, v[0], held);
     } else if (strcmp(f[0], VTMEM_POOL_MSG_ERROR) == 0) {
         g_autofree char *msg = g_strjoinv(" ", f + 1);
 
@@ -264,7 +270,8 @@ static void client_connect(VtmemPoolClient *c)
     c->lc = vtmem_line_conn_new(fd, c->ctx, VTMEM_POOL_MAX_OUTBUF, &conn_ops,
                                 c);
     if (c->first_attempt) {
-        /* The device has not applied any limit yet: from now on the
+        /*
+         * The device has not applied any limit yet: from now on the
          * daemon decides. (A device that ran standalone keeps its limit
          * and reports it: the daemon lowers it.)
          */
@@ -280,23 +287,27 @@ static void client_connect(VtmemPoolClient *c)
                 c->demand, c->name);
 }
 
-VtmemPoolClient *vtmem_pool_client_new(const char *socket_path, const char *name,
+VtmemPoolClient *vtmem_pool_client_new(const char *socket_path,
+                                       const char *name,
                                        const char *uuid, uint64_t cap,
-                                       const VtmemPoolClientOps *ops, void *opaque,
+                                       const VtmemPoolClientOps *ops,
+                                       void *opaque,
                                        GMainContext *context, GError **error)
 {
     struct sockaddr_un sa;
     VtmemPoolClient *c;
     char *p;
 
-    if (!socket_path || !*socket_path || strlen(socket_path) >= sizeof(sa.sun_path)) {
+    if (!socket_path || !*socket_path ||
+        strlen(socket_path) >= sizeof(sa.sun_path)) {
         g_set_error(error, VTMEM_POOL_CLIENT_ERROR, 0,
                     "vtmem pool socket path is empty or too long");
         return NULL;
     }
     if (!uuid || !vtmem_pool_uuid_valid(uuid)) {
         g_set_error(error, VTMEM_POOL_CLIENT_ERROR, 0,
-                    "bad VM UUID for the vtmem pool: %s", uuid ? uuid : "(null)");
+                    "bad VM UUID for the vtmem pool: %s",
+                    uuid ? uuid : "(null)");
         return NULL;
     }
     if (!ops || !ops->set_limit) {
@@ -327,7 +338,9 @@ VtmemPoolClient *vtmem_pool_client_new(const char *socket_path, const char *name
     return c;
 }
 
-void vtmem_pool_client_update(VtmemPoolClient *c, uint64_t held, uint64_t wanted)
+void vtmem_pool_client_update(VtmemPoolClient *c, uint64_t held,
+                              uint64_t wanted)
+
 {
     uint64_t g = c->granule;
     uint64_t dh;

@@ -43,7 +43,8 @@ typedef struct VtmemPoolClientOps {
      * lowered limit as still in use until the device reports it freed.
      */
     uint64_t (*set_limit)(void *opaque, uint64_t limit);
-    /* Optional: bytes held now (used when (re-)registering); if NULL the
+    /*
+     * Optional: bytes held now (used when (re-)registering); if NULL the
      * last value passed to vtmem_pool_client_update() is used.
      */
     uint64_t (*get_held)(void *opaque);
@@ -69,9 +70,11 @@ GQuark vtmem_pool_client_error_quark(void);
  * After this returns, the device applies vtmem_pool_client_get_limit().
  * ops->set_limit is never called from inside this function.
  */
-VtmemPoolClient *vtmem_pool_client_new(const char *socket_path, const char *name,
+VtmemPoolClient *vtmem_pool_client_new(const char *socket_path,
+                                       const char *name,
                                        const char *uuid, uint64_t cap,
-                                       const VtmemPoolClientOps *ops, void *opaque,
+                                       const VtmemPoolClientOps *ops,
+                                       void *opaque,
                                        GMainContext *context, GError **error);
 
 /*
@@ -84,7 +87,9 @@ VtmemPoolClient *vtmem_pool_client_new(const char *socket_path, const char *name
  * lease, gives back when the lease exceeds the demand by two granules)
  * or held moved by a granule since the last report.
  */
-void vtmem_pool_client_update(VtmemPoolClient *client, uint64_t held, uint64_t wanted);
+void vtmem_pool_client_update(VtmemPoolClient *client, uint64_t held,
+                              uint64_t wanted);
+
 
 /*
  * The operator changed the device's own limit (QOM `limit` set). Returns
@@ -99,7 +104,8 @@ uint64_t vtmem_pool_client_get_limit(VtmemPoolClient *client);
 /* Registered with the daemon right now. */
 bool vtmem_pool_client_is_connected(VtmemPoolClient *client);
 
-/* Tell the daemon the device is gone (it dropped its pages: device
+/*
+ * Tell the daemon the device is gone (it dropped its pages: device
  * unrealize / VM shutdown) and free everything. NULL is fine.
  */
 void vtmem_pool_client_free(VtmemPoolClient *client);

@@ -50,10 +50,22 @@ bool vtmem_pool_parse_size(const char *s, uint64_t *out)
     case '\0':
         *out = v;
         return true;
-    case 'k': case 'K': shift = 10; break;
-    case 'm': case 'M': shift = 20; break;
-    case 'g': case 'G': shift = 30; break;
-    case 't': case 'T': shift = 40; break;
+    case 'k':
+    case 'K':
+        shift = 10;
+        break;
+    case 'm':
+    case 'M':
+        shift = 20;
+        break;
+    case 'g':
+    case 'G':
+        shift = 30;
+        break;
+    case 't':
+    case 'T':
+        shift = 40;
+        break;
     default:
         return false;
     }
@@ -71,7 +83,9 @@ bool vtmem_pool_parse_size(const char *s, uint64_t *out)
 
 char *vtmem_pool_format_size(uint64_t bytes, char *buf, size_t len)
 {
-    static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+    static const char *const units[] = {
+        "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"
+    };
     unsigned u = 0;
     double v = (double)bytes;
 
@@ -106,7 +120,8 @@ bool vtmem_pool_uuid_valid(const char *s)
     return true;
 }
 
-char **vtmem_pool_split(const char *line, unsigned max_fields, unsigned *n_fields)
+char **vtmem_pool_split(const char *line, unsigned max_fields,
+                        unsigned *n_fields)
 {
     GPtrArray *a = g_ptr_array_new();
     const char *p = line;
@@ -168,7 +183,8 @@ VtmemLineResult vtmem_line_reader_next(VtmemLineReader *r, char *line,
         }
         /* Check what is there already so garbage is caught at once. */
         for (i = 0; i < r->len; i++) {
-            if ((unsigned char)r->buf[i] < 0x20 || (unsigned char)r->buf[i] > 0x7e) {
+            if ((unsigned char)r->buf[i] < 0x20 ||
+                (unsigned char)r->buf[i] > 0x7e) {
                 *why = "non-printable byte in line";
                 return VTMEM_LINE_ERROR;
             }
@@ -177,7 +193,9 @@ VtmemLineResult vtmem_line_reader_next(VtmemLineReader *r, char *line,
     }
     llen = (size_t)(nl - r->buf);
     for (i = 0; i < llen; i++) {
-        if ((unsigned char)r->buf[i] < 0x20 || (unsigned char)r->buf[i] > 0x7e) {
+        if ((unsigned char)r->buf[i] < 0x20 ||
+            (unsigned char)r->buf[i] > 0x7e) {
+
             *why = "non-printable byte in line";
             return VTMEM_LINE_ERROR;
         }

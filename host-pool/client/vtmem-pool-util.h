@@ -35,7 +35,9 @@ bool vtmem_pool_uuid_valid(const char *s);
  * (double, leading or trailing spaces) are an error: returns NULL.
  * Free with g_strfreev.
  */
-char **vtmem_pool_split(const char *line, unsigned max_fields, unsigned *n_fields);
+char **vtmem_pool_split(const char *line, unsigned max_fields,
+                        unsigned *n_fields);
+
 
 /*
  * Buffered reader of protocol lines from a non-blocking fd.
@@ -58,7 +60,8 @@ typedef enum {
  */
 ssize_t vtmem_line_reader_fill(VtmemLineReader *r, int fd);
 
-/* Take the next complete line out of the buffer. line must hold
+/*
+ * Take the next complete line out of the buffer. line must hold
  * VTMEM_POOL_MAX_LINE bytes.
  */
 VtmemLineResult vtmem_line_reader_next(VtmemLineReader *r, char *line,

@@ -53,7 +53,8 @@ typedef struct Dev {
 static Dev *devs[MAX_DEVS];
 static uint64_t *cur_pool;      /* the pool limit the daemon has now */
 
-/* VTMEMD_WRAPPER="valgrind ..." runs the daemon under a tool; then
+/*
+ * VTMEMD_WRAPPER="valgrind ..." runs the daemon under a tool; then
  * every wait is given VTMEMD_TIME_SCALE times longer.
  */
 static int time_scale = 5;
@@ -131,7 +132,8 @@ static bool log_contains(Daemon *d, const char *needle)
 {
     g_autofree char *text = NULL;
 
-    return g_file_get_contents(d->log, &text, NULL, NULL) && strstr(text, needle);
+    return g_file_get_contents(d->log, &text, NULL, NULL) &&
+           strstr(text, needle);
 }
 
 /* ---- devices ---- */
@@ -159,8 +161,9 @@ static uint64_t dev_set_limit(void *opaque, uint64_t limit)
             }
         }
         if (cur_pool && sum > *cur_pool) {
-            g_error("raise of %s to %" G_GUINT64_FORMAT " makes %" G_GUINT64_FORMAT
-                    " > pool %" G_GUINT64_FORMAT, v->name, limit, sum, *cur_pool);
+            g_error("raise of %s to %" G_GUINT64_FORMAT
+                    " makes %" G_GUINT64_FORMAT " > pool %" G_GUINT64_FORMAT,
+                    v->name, limit, sum, *cur_pool);
         }
     }
     v->limit = limit;
@@ -184,13 +187,15 @@ static const VtmemPoolClientOps dev_ops = {
     .connection_changed = dev_conn,
 };
 
-static void dev_open(Dev *v, Daemon *d, const char *name, const char *uuid, uint64_t cap)
+static void dev_open(Dev *v, Daemon *d, const char *name, const char *uuid,
+                     uint64_t cap)
 {
     g_autoptr(GError) err = NULL;
 
     memset(v, 0, sizeof(*v));
     v->name = name;
-    v->c = vtmem_pool_client_new(d->sock, name, uuid, cap, &dev_ops, v, NULL, &err);
+    v->c = vtmem_pool_client_new(d->sock, name, uuid, cap, &dev_ops, v, NULL,
+                                 &err);
     g_assert_no_error(err);
     g_assert_nonnull(v->c);
     v->limit = vtmem_pool_client_get_limit(v->c);
@@ -222,7 +227,8 @@ static void dev_use(Dev *v, uint64_t held, uint64_t wanted)
 /* Run the default main context until cond holds or ms pass. */
 #define WAIT_FOR(cond, ms)                                                   \
     do {                                                                     \
-        gint64 deadline_ = g_get_monotonic_time() + (gint64)(ms) * 1000 * time_scale; \
+        gint64 deadline_ = g_get_monotonic_time() +                          \
+                           (gint64)(ms) * 1000 * time_scale;                 \
         while (!(cond) && g_get_monotonic_time() < deadline_) {              \
             if (!g_main_context_iteration(NULL, FALSE)) {                    \
                 g_usleep(1000);                                              \
@@ -305,7 +311,8 @@ static bool reply_end(const char *line)
            g_str_has_prefix(line, "ERR");
 }
 
-/* One control command (through the blocking line request vtmemctl
+/*
+ * One control command (through the blocking line request vtmemctl
  * uses); returns the reply lines up to OK/ERR/END, '\n' after each.
  */
 static char *control(Daemon *d, const char *cmd)
@@ -345,7 +352,8 @@ static void test_lease(void)
     dev_open(&a, &d, "vm-a", uuid_a, 1ULL << 30);
     g_assert_true(vtmem_pool_client_is_connected(a.c) == false);
     g_assert_cmpuint(a.limit, ==, 0);    /* registered: no lease yet */
-    WAIT_FOR(a.connected && a.limit == 1 * G, 2000);   /* one granule of headroom */
+    /* one granule of headroom */
+    WAIT_FOR(a.connected && a.limit == 1 * G, 2000);
     dev_use(&a, 3 * MiB, VTMEM_POOL_WANT_AUTO);
     WAIT_FOR(a.limit == 2 * G, 2000);
     dev_use(&a, 2 * G + 1, VTMEM_POOL_WANT_AUTO);
@@ -421,7 +429,8 @@ static void test_contention(void)
     daemon_teardown(&d);
 }
 
-/* The daemon dies and comes back smaller; devices keep their pages and
+/*
+ * The daemon dies and comes back smaller; devices keep their pages and
  * leases meanwhile, re-register, and are shrunk to fit.
  */
 static void test_restart(void)
@@ -463,7 +472,8 @@ static void test_restart(void)
     daemon_teardown(&d);
 }
 
-/* A device that starts while the daemon is down runs on its own limit
+/*
+ * A device that starts while the daemon is down runs on its own limit
  * and registers when the daemon appears (in the daemon's grace period,
  * where what a registering device holds is believed up to its cap and
  * the pool).
@@ -533,7 +543,8 @@ static void test_garbage(void)
     close(s);
 
     s = raw_connect(d.sock);
-    raw_write(s, "REGISTER 1 11111111-2222-3333-4444-555555555555 99999999999999999999999 0 0 0 x\n");
+    raw_write(s, "REGISTER 1 11111111-2222-3333-4444-555555555555 "
+                 "99999999999999999999999 0 0 0 x\n");
     out = raw_read_all(s, &eof);
     g_assert_true(eof);
     g_assert_cmpstr(out, ==, "ERROR REGISTER: bad number\n");
@@ -541,7 +552,7 @@ static void test_garbage(void)
     close(s);
 
     s = raw_connect(d.sock);
-    raw_write(s, "STATUS  \n");
+    raw_write(s, "STATUS  " "\n");
     out = raw_read_all(s, &eof);
     g_assert_true(eof);
     g_assert_cmpstr(out, ==, "ERROR malformed line\n");
@@ -553,7 +564,8 @@ static void test_garbage(void)
     WAIT_FOR(a.limit == 12 * MiB, 2000);
     g_assert_cmpuint(a.n_down, ==, 0);
     g_assert_cmpuint(status_pool(&d, "vms"), ==, 1);
-    raw_write(partial, "TER 1 aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee 0 0 0 0 late\n");
+    raw_write(partial,
+              "TER 1 aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee 0 0 0 0 late\n");
     out = raw_read_line(partial);
     g_assert_nonnull(out);
     g_assert_true(g_str_has_prefix(out, "WELCOME 1 4194304 "));
@@ -565,14 +577,16 @@ static void test_garbage(void)
     g_free(out);
     close(partial);
 
-    g_assert_true(log_contains(&d, "protocol error: non-printable byte in line"));
+    g_assert_true(log_contains(&d,
+                               "protocol error: non-printable byte in line"));
     g_assert_true(log_contains(&d, "protocol error: line too long"));
     g_assert_true(log_contains(&d, "protocol error: REGISTER: bad uuid"));
     dev_close(&a);
     daemon_teardown(&d);
 }
 
-/* A device whose process dies without BYE gives its budget back; one
+/*
+ * A device whose process dies without BYE gives its budget back; one
  * whose connection breaks while its process lives keeps it (its pages
  * are still there) until it re-registers.
  */
@@ -592,7 +606,8 @@ static void test_crash(void)
         int s = raw_connect(d.sock);
         char *l1, *l2;
 
-        raw_write(s, "REGISTER 1 11111111-2222-3333-4444-555555555555 0 0 1073741824 8388608 crashy\n");
+        raw_write(s, "REGISTER 1 11111111-2222-3333-4444-555555555555 "
+                     "0 0 1073741824 8388608 crashy\n");
         l1 = raw_read_line(s);
         l2 = raw_read_line(s);
         if (!l1 || !l2 || strcmp(l2, "LIMIT 1 8388608") != 0) {
@@ -619,7 +634,8 @@ static void test_crash(void)
         int s = raw_connect(d.sock);
         char *l;
 
-        raw_write(s, "REGISTER 1 aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee 0 0 1073741824 8388608 alive\n");
+        raw_write(s, "REGISTER 1 aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee "
+                     "0 0 1073741824 8388608 alive\n");
         g_free(raw_read_line(s));
         l = raw_read_line(s);
         g_assert_cmpstr(l, ==, "LIMIT 1 8388608");
@@ -630,7 +646,8 @@ static void test_crash(void)
         g_assert_cmpuint(status_pool(&d, "vms"), ==, 1);
         /* the same process re-registers: the ghost is replaced */
         s = raw_connect(d.sock);
-        raw_write(s, "REGISTER 1 aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee 4194304 8388608 1073741824 8388608 alive\n");
+        raw_write(s, "REGISTER 1 aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee "
+                     "4194304 8388608 1073741824 8388608 alive\n");
         l = raw_read_line(s);
         g_assert_true(g_str_has_prefix(l, "WELCOME"));
         g_free(l);
@@ -721,7 +738,8 @@ static void test_permissions(void)
     Daemon d = { 0 };
     g_autofree char *run = NULL;
     struct stat st;
-    const char *reg = "REGISTER 1 11111111-2222-3333-4444-555555555555 0 0 1 1 nobody\n";
+    const char *reg = "REGISTER 1 11111111-2222-3333-4444-555555555555 "
+                      "0 0 1 1 nobody\n";
 
     if (geteuid() != 0) {
         g_test_skip("needs root to switch to nobody");
@@ -742,18 +760,21 @@ static void test_permissions(void)
     g_assert_cmpint(chmod(run, 0755), ==, 0);
     g_assert_cmpint(chmod(d.sock, 0666), ==, 0);
     g_assert_cmpint(child_as_nobody(d.sock, reg), ==, 20);
-    g_assert_true(log_contains(&d, "rejected: uid 65534 gid 65534 not allowed"));
+    g_assert_true(log_contains(&d,
+                               "rejected: uid 65534 gid 65534 not allowed"));
     g_assert_cmpuint(status_pool(&d, "vms"), ==, 0);
     daemon_kill(&d, SIGTERM);
 
-    /* --allow-gid: the group's devices may register (their own UUID:
+    /*
+     * --allow-gid: the group's devices may register (their own UUID:
      * the child has no -uuid, so the null one), not control
      */
     daemon_start(&d, "64M", 0, "--allow-gid=65534");
     g_assert_cmpint(chmod(run, 0755), ==, 0);
     g_assert_cmpint(chmod(d.sock, 0666), ==, 0);
     g_assert_cmpint(child_as_nobody(d.sock, "REGISTER 1 00000000-0000-0000-"
-                                    "0000-000000000000 0 0 1 1 nobody\n"), ==, 21);
+                                    "0000-000000000000 0 0 1 1 nobody\n"),
+                    ==, 21);
     g_assert_cmpint(child_as_nobody(d.sock, "SET-POOL-LIMIT 1\n"), ==, 22);
     g_assert_cmpuint(status_pool(&d, "limit"), ==, 64 * MiB);
     daemon_teardown(&d);
@@ -804,7 +825,8 @@ static void test_slow_reader(void)
     daemon_teardown(&d);
 }
 
-/* A lowered limit frees budget only when the device acknowledges it;
+/*
+ * A lowered limit frees budget only when the device acknowledges it;
  * absurd claims (a device claiming a limit it was never granted) are cut
  * to what it was granted plus the baseline.
  */
@@ -822,7 +844,8 @@ static void test_ack_frees(void)
     WAIT_FOR(a.limit == 16 * MiB, 2000);
 
     s = raw_connect(d.sock);
-    raw_write(s, "REGISTER 1 aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee 0 18446744073709551615 "
+    raw_write(s, "REGISTER 1 aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee "
+                 "0 18446744073709551615 "
                  "18446744073709551615 50331648 unlimited\n");
     l = raw_read_line(s);
     g_assert_true(g_str_has_prefix(l, "WELCOME "));
@@ -863,7 +886,8 @@ static void test_ack_frees(void)
     daemon_teardown(&d);
 }
 
-/* Register on a raw connection; returns it after WELCOME (and reads the
+/*
+ * Register on a raw connection; returns it after WELCOME (and reads the
  * first LIMIT if want_limit).
  */
 static int raw_register(Daemon *d, const char *uuid, const char *nums,
@@ -888,7 +912,8 @@ static int raw_register(Daemon *d, const char *uuid, const char *nums,
     return s;
 }
 
-/* E4: a peer claims to hold 2^64-1, breaks its connection and stays
+/*
+ * E4: a peer claims to hold 2^64-1, breaks its connection and stays
  * alive as a ghost. Others must not starve: a claim is bounded by its
  * grants, a ghost is charged at most its last lease; root evicts it.
  */
@@ -936,7 +961,8 @@ static void test_ghost_starvation(void)
     daemon_teardown(&d);
 }
 
-/* EVICT drops a live device (no ghost is left; its client comes back by
+/*
+ * EVICT drops a live device (no ghost is left; its client comes back by
  * itself), refuses an unknown UUID, and is root's only.
  */
 static void test_evict(void)
@@ -980,7 +1006,8 @@ static void open_to_nobody(Daemon *d)
     g_assert_cmpint(chmod(d->sock, 0666), ==, 0);
 }
 
-/* A device registers as its own VM only: the UUID must be the peer's
+/*
+ * A device registers as its own VM only: the UUID must be the peer's
  * -uuid, and one UUID has one live registering process.
  */
 static void test_impersonation(void)
@@ -1073,7 +1100,8 @@ static guint log_count(Daemon *d, const char *needle)
     return n;
 }
 
-/* E5: peers of the allowed group open connections by the hundred: root's
+/*
+ * E5: peers of the allowed group open connections by the hundred: root's
  * control connection and root's devices are still served.
  */
 static void test_flood(void)
@@ -1105,7 +1133,8 @@ static void test_flood(void)
     daemon_teardown(&d);
 }
 
-/* E3: out of file descriptors, the listener pauses (no busy loop, no log
+/*
+ * E3: out of file descriptors, the listener pauses (no busy loop, no log
  * flood) and serves again once fds are free.
  */
 static void test_fd_exhaustion(void)
@@ -1148,7 +1177,8 @@ static void test_fd_exhaustion(void)
         close(s[i]);
     }
     g_assert_cmpint(prlimit(d.pid, RLIMIT_NOFILE, &back, NULL), ==, 0);
-    /* serving again: the closed connections waiting are accepted (and
+    /*
+     * serving again: the closed connections waiting are accepted (and
      * closed) within the pause, then root's STATUS is answered
      */
     spin(500);
@@ -1179,7 +1209,8 @@ static double status_ms(Daemon *d)
     return (double)(g_get_monotonic_time() - t0) / 1000.0;
 }
 
-/* E7: one peer floods UPDATEs beside 300 devices: rebalancing is
+/*
+ * E7: one peer floods UPDATEs beside 300 devices: rebalancing is
  * coalesced (at most one pass per 10 ms) and STATUS stays prompt.
  */
 static void test_update_flood(void)
@@ -1304,7 +1335,8 @@ static void test_socket_dir(void)
     g_rmdir(dir);
 }
 
-/* A daemon whose backlog is full (E3): the device does not run on its
+/*
+ * A daemon whose backlog is full (E3): the device does not run on its
  * own cap as if there were no pool; it stores nothing new and retries.
  */
 static void test_backlog_full(void)
@@ -1348,7 +1380,8 @@ static void test_backlog_full(void)
     g_rmdir(dir);
 }
 
-/* Answers two requests badly: a non-printable byte, then end of file
+/*
+ * Answers two requests badly: a non-printable byte, then end of file
  * before the reply's last line.
  */
 static gpointer bad_server(gpointer data)
@@ -1430,11 +1463,15 @@ static void test_state_file(void)
     r = control(&d, cmd);
     g_assert_cmpstr(r, ==, "OK\n");
     g_assert_true(g_file_get_contents(state, &text, NULL, NULL));
-    g_assert_cmpstr(text, ==, "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee 300 none\n");
+    g_assert_cmpstr(text, ==,
+                    "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee 300 none\n");
     daemon_kill(&d, SIGKILL);
     /* plus a line the daemon must ignore */
-    g_assert_true(g_file_set_contents(state, "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee 300 none\n"
+    g_assert_true(g_file_set_contents(state,
+                                      "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee "
+                                      "300 none\n"
                                       "garbage line\n", -1, NULL));
+
     daemon_start(&d, "64M", 0, opt);
     dev_open(&a, &d, "vm-a", uuid_a, 1ULL << 30);
     dev_open(&b, &d, "vm-b", uuid_b, 1ULL << 30);

@@ -40,7 +40,8 @@ static void check_properties(const VtmemShare *v, size_t n, uint64_t total)
     }
     /* work-conserving */
     g_assert_cmpuint(sum, ==, total);
-    /* max-min fair: an unsatisfied VM i is not worse off, per weight, than
+    /*
+     * max-min fair: an unsatisfied VM i is not worse off, per weight, than
      * any other VM j (up to one unit of rounding).
      */
     for (size_t i = 0; i < n; i++) {
@@ -48,16 +49,21 @@ static void check_properties(const VtmemShare *v, size_t n, uint64_t total)
             continue;
         }
         for (size_t j = 0; j < n; j++) {
-            /* (alloc_j - 1) / w_j <= (alloc_i + 1) / w_i: each side may
+            /*
+             * (alloc_j - 1) / w_j <= (alloc_i + 1) / w_i: each side may
              * be off by one unit of rounding.
              */
             uint64_t aj = v[j].alloc ? v[j].alloc - 1 : 0;
-            __extension__ unsigned __int128 lhs = (unsigned __int128)aj * wt(&v[i]);
-            __extension__ unsigned __int128 rhs = (unsigned __int128)(v[i].alloc + 1) * wt(&v[j]);
+            __extension__ unsigned __int128 lhs =
+                (unsigned __int128)aj * wt(&v[i]);
+            __extension__ unsigned __int128 rhs =
+                (unsigned __int128)(v[i].alloc + 1) * wt(&v[j]);
 
             if (lhs > rhs) {
-                g_error("unfair: vm %zu (alloc %" G_GUINT64_FORMAT ", weight %" G_GUINT64_FORMAT
-                        ") vs vm %zu (alloc %" G_GUINT64_FORMAT ", weight %" G_GUINT64_FORMAT ")",
+                g_error("unfair: vm %zu (alloc %" G_GUINT64_FORMAT
+                        ", weight %" G_GUINT64_FORMAT ") vs vm %zu"
+                        " (alloc %" G_GUINT64_FORMAT
+                        ", weight %" G_GUINT64_FORMAT ")",
                         i, v[i].alloc, wt(&v[i]), j, v[j].alloc, wt(&v[j]));
             }
         }
@@ -192,14 +198,17 @@ static void test_random(void)
 
         for (size_t i = 0; i < n; i++) {
             v[i].demand = (uint64_t)g_rand_int_range(r, 0, 800);
-            v[i].cap = g_rand_boolean(r) ? NONE : (uint64_t)g_rand_int_range(r, 0, 600);
+            v[i].cap = g_rand_boolean(r) ?
+                       NONE : (uint64_t)g_rand_int_range(r, 0, 600);
             v[i].weight = (uint32_t)g_rand_int_range(r, 1, 10001);
         }
         for (int step = 0; step < 5; step++) {
             vtmem_policy_allocate(v, n, total);
             check_properties(v, n, total);
             total = (uint64_t)g_rand_int_range(r, 0, 2000);
-            v[g_rand_int_range(r, 0, (gint32)n)].demand = (uint64_t)g_rand_int_range(r, 0, 800);
+            v[g_rand_int_range(r, 0, (gint32)n)].demand =
+                (uint64_t)g_rand_int_range(r, 0, 800);
+
         }
     }
     g_rand_free(r);
@@ -292,7 +301,8 @@ static void test_lease_random(void)
     g_rand_free(r);
 }
 
-/* Two devices share 100: the lowered one frees budget only once it has
+/*
+ * Two devices share 100: the lowered one frees budget only once it has
  * acknowledged, the other is raised exactly into what is free.
  */
 static void test_lease_steps(void)

@@ -72,7 +72,8 @@ static void check_pool(void)
         }
     }
     if (sum > POOL + base) {
-        g_error("stores hold %" G_GUINT64_FORMAT " > pool %llu + baselines %" G_GUINT64_FORMAT,
+        g_error("stores hold %" G_GUINT64_FORMAT
+                " > pool %llu + baselines %" G_GUINT64_FORMAT,
                 sum, POOL, base);
     }
 }
@@ -105,7 +106,8 @@ static bool sim_put(SimDev *s, GRand *r)
         g_assert_cmpint(st, ==, VTMEM_ERR_NOSPACE);
         s->refused++;
     }
-    vtmem_pool_client_update(s->c, vtmem_store_memory_held(s->st), VTMEM_POOL_WANT_AUTO);
+    vtmem_pool_client_update(s->c, vtmem_store_memory_held(s->st),
+                             VTMEM_POOL_WANT_AUTO);
     check_pool();
     return st == VTMEM_OK;
 }
@@ -125,7 +127,8 @@ static void sim_fill(SimDev *s, GRand *r)
     }
 }
 
-static void sim_open(SimDev *s, const char *sock, const char *name, const char *uuid)
+static void sim_open(SimDev *s, const char *sock, const char *name,
+                     const char *uuid)
 {
     g_autoptr(GError) err = NULL;
 
@@ -133,7 +136,8 @@ static void sim_open(SimDev *s, const char *sock, const char *name, const char *
     s->st = vtmem_store_new(1 << 16, UINT64_MAX);
     g_assert_nonnull(s->st);
     s->baseline = vtmem_store_memory_held(s->st);
-    s->c = vtmem_pool_client_new(sock, name, uuid, 1ULL << 30, &sim_ops, s, NULL, &err);
+    s->c = vtmem_pool_client_new(sock, name, uuid, 1ULL << 30, &sim_ops, s,
+                                 NULL, &err);
     g_assert_no_error(err);
     /* realize: apply the client's limit */
     vtmem_store_set_limit(s->st, vtmem_pool_client_get_limit(s->c));
@@ -163,8 +167,10 @@ static void test_two_stores(void)
     sims[0] = &a;
     sim_fill(&a, r);
     vtmem_store_get_stats(a.st, &sa);
-    g_test_message("A alone: %" G_GUINT64_FORMAT " pages, held %" G_GUINT64_FORMAT
-                   ", limit %" G_GUINT64_FORMAT, sa.stored_pages, sa.memory_held, sa.limit);
+    g_test_message("A alone: %" G_GUINT64_FORMAT
+                   " pages, held %" G_GUINT64_FORMAT
+                   ", limit %" G_GUINT64_FORMAT,
+                   sa.stored_pages, sa.memory_held, sa.limit);
     /* A grew into (nearly) the whole pool, granule by granule */
     g_assert_cmpuint(sa.memory_held, >, POOL - 2 * VTMEM_POOL_GRANULE);
 
@@ -180,9 +186,12 @@ static void test_two_stores(void)
     {
         uint64_t dropped = 0;
 
-        g_assert_cmpint(vtmem_store_invalidate_range(a.st, 0, a.next_slot / 2, &dropped),
+        g_assert_cmpint(vtmem_store_invalidate_range(a.st, 0, a.next_slot / 2,
+                                                     &dropped),
                         ==, VTMEM_OK);
-        vtmem_pool_client_update(a.c, vtmem_store_memory_held(a.st), VTMEM_POOL_WANT_AUTO);
+        vtmem_pool_client_update(a.c, vtmem_store_memory_held(a.st),
+                                 VTMEM_POOL_WANT_AUTO);
+
     }
     pump(100);
     sim_fill(&b, r);

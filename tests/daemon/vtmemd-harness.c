@@ -37,7 +37,8 @@ pid_t vtmemd_spawn(const char *sock, const char *log, rlim_t nofile,
     pid_t pid;
 
     g_assert_nonnull(exe);
-    /* The limit is set by a shell: a test run under valgrind cannot set
+    /*
+     * The limit is set by a shell: a test run under valgrind cannot set
      * it (valgrind keeps fds of its own above the client's limit).
      */
     if (nofile > 0) {

@@ -14,6 +14,7 @@
 
 #include <glib.h>
 
+#include "fuzz.h"
 #include "vtmem-pool-client.h"
 
 static char *sock_path;
@@ -43,8 +44,6 @@ static void cleanup(void)
     }
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -66,8 +65,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     g_free(dir);
     return 0;
 }
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

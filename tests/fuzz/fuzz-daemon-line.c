@@ -21,6 +21,7 @@
 
 #include <glib.h>
 
+#include "fuzz.h"
 #include "vtmemd.h"
 
 #define N_CONNS 8
@@ -36,8 +37,6 @@ static GLogWriterOutput discard(GLogLevelFlags level, const GLogField *f,
     return G_LOG_WRITER_HANDLED;
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
@@ -50,8 +49,6 @@ static bool still_listed(Daemon *d, Conn *c)
 {
     return g_list_find(d->conns, c) != NULL;
 }
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "vtmem-pool-proto.h"
 #include "vtmemctl-reply.h"
 
@@ -65,8 +66,6 @@ static void take_values(JsonNode *ret)
         }
     }
 }
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

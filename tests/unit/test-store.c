@@ -40,7 +40,8 @@ static unsigned scaled(unsigned n)
 static guint32 test_seed(void)
 {
     const char *env = getenv("VTMEM_TEST_SEED");
-    guint32 seed = env ? (guint32)strtoul(env, NULL, 0) : g_random_int();
+    guint32 seed = env ? (guint32)g_ascii_strtoull(env, NULL, 0)
+                       : g_random_int();
     g_test_message("seed %u (rerun with VTMEM_TEST_SEED=%u)", seed, seed);
     return seed;
 }
@@ -758,10 +759,18 @@ static void run_model(bool compacting)
         } else if (what < 990) {                 /* limit change */
             uint64_t held = vtmem_store_memory_held(s);
             switch (g_rand_int_range(rng, 0, 4)) {
-            case 0: limit = UINT64_MAX; break;
-            case 1: limit = held / 2; break;    /* below usage */
-            case 2: limit = held + g_rand_int_range(rng, 0, 200000); break;
-            default: limit = held; break;
+            case 0:
+                limit = UINT64_MAX;
+                break;
+            case 1:
+                limit = held / 2;               /* below usage */
+                break;
+            case 2:
+                limit = held + g_rand_int_range(rng, 0, 200000);
+                break;
+            default:
+                limit = held;
+                break;
             }
             vtmem_store_set_limit(s, limit);
         } else if (what < 992) {                 /* iterate */
@@ -1310,7 +1319,8 @@ int main(int argc, char **argv)
     const char *preload = getenv("LD_PRELOAD");
 
     if (env) {
-        scale_pct = (unsigned)strtoul(env, NULL, 0);
+        scale_pct = (unsigned)g_ascii_strtoull(env, NULL, 0);
+
     } else if (preload && strstr(preload, "vgpreload")) {
         scale_pct = 25;  /* under valgrind: same checks, fewer rounds */
     }
