@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "fuzz.h"
 #include "vtmem-store.h"
 #include "vtmem-stream.h"
 
