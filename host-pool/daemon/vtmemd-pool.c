@@ -70,6 +70,9 @@ void rebalance(Daemon *d)
             send_limit(devs[i], leases[i].pending);
         }
     }
+    if (d->metrics) {
+        metrics_refresh(d);
+    }
 }
 
 static gboolean rebalance_cb(gpointer data)
@@ -130,6 +133,7 @@ void daemon_fini(Daemon *d)
             *srcs[i] = 0;
         }
     }
+    metrics_stop(d);
     conns_free(d);
     if (d->listen_fd >= 0) {
         close(d->listen_fd);

@@ -114,6 +114,7 @@ int main(int argc, char **argv)
     g_autofree char *cgroup = NULL;
     g_autofree char *reserve = NULL;
     g_autofree char *floor = NULL;
+    g_autofree char *metrics = NULL;
     gboolean verbose = FALSE;
     gboolean auto_pool = FALSE;
     gint interval_ms = 1000;
@@ -144,6 +145,9 @@ int main(int argc, char **argv)
           "--auto-pool never shrinks below (default 0)", "SIZE" },
         { "auto-pool-interval-ms", 0, 0, G_OPTION_ARG_INT, &interval_ms,
           "--auto-pool decides this often (default 1000)", "MS" },
+        { "metrics-listen", 0, 0, G_OPTION_ARG_STRING, &metrics,
+          "Serve Prometheus metrics on http://ADDR:PORT/metrics (IPv4;"
+          " :PORT is loopback)", "ADDR:PORT" },
         { "verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose,
           "Log debug messages", NULL },
         { NULL, 0, 0, 0, NULL, NULL, NULL },
@@ -202,7 +206,8 @@ int main(int argc, char **argv)
     d.listen_fd = make_listener(d.socket_path, &error);
     if (d.listen_fd < 0 ||
         (d.state_file && !settings_load(&d, &error)) ||
-        (auto_pool && !vtmemd_cgroup_resolve(cgroup, &d.cgroup, &error))) {
+        (auto_pool && !vtmemd_cgroup_resolve(cgroup, &d.cgroup, &error)) ||
+        (metrics && !metrics_start(&d, metrics, &error))) {
         g_printerr("vtmemd: %s\n", error->message);
         daemon_fini(&d);
         return 1;

@@ -8,6 +8,7 @@
  *   vtmemd-control.c  control messages (root)
  *   vtmemd-state.c    per-VM settings and the state file
  *   vtmemd-pressure.c --auto-pool: memory state readings, the pool timer
+ *   vtmemd-metrics.c  --metrics-listen: Prometheus text over HTTP
  * The parts are a library so that the fuzzer (tests/fuzz) drives the same
  * line handling without sockets.
  */
@@ -52,6 +53,7 @@ typedef enum {
 } ConnKind;
 
 typedef struct Daemon Daemon;
+typedef struct VtmemdMetrics VtmemdMetrics;
 
 /* Where --auto-pool reads the VMs' memory state. */
 typedef struct VtmemdCgroup {
@@ -113,6 +115,7 @@ struct Daemon {
     guint autopool_src;
     gint64 autopool_warned;
     guint64 n_autopool, n_autopool_changes;
+    VtmemdMetrics *metrics; /* NULL: no --metrics-listen */
     gint64 grace_until;     /* monotonic us; no increases before */
     guint grace_src;
     bool have_allow_gid;
@@ -181,5 +184,11 @@ bool vtmemd_cgroup_resolve(const char *path, VtmemdCgroup *cg,
                            GError **error);
 void vtmemd_cgroup_clear(VtmemdCgroup *cg);
 void autopool_start(Daemon *d, guint interval_ms);
+
+/* vtmemd-metrics.c */
+char *vtmemd_metrics_render(Daemon *d);
+bool metrics_start(Daemon *d, const char *spec, GError **error);
+void metrics_refresh(Daemon *d);
+void metrics_stop(Daemon *d);
 
 #endif /* VTMEMD_H */
