@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -183,6 +185,55 @@ static G_NORETURN void hog(const Cgroups *cg, const char *file)
     _exit(0);
 }
 
+/* A device that obeys: registers wanting the whole ceiling and
+ * acknowledges every LIMIT at once (holding nothing).
+ */
+#define DEV_UUID "0123abcd-0000-4000-8000-000000000001"
+
+static gpointer obedient_device(gpointer data)
+{
+    int s = GPOINTER_TO_INT(data);
+    GString *in = g_string_new(NULL);
+    char buf[512];
+    ssize_t n;
+
+    while ((n = read(s, buf, sizeof(buf))) > 0) {
+        char *nl;
+
+        g_string_append_len(in, buf, n);
+        while ((nl = memchr(in->str, '\n', in->len))) {
+            unsigned long long seq, bytes;
+            g_autofree char *ack = NULL;
+
+            *nl = '\0';
+            if (sscanf(in->str, "LIMIT %llu %llu", &seq, &bytes) == 2) {
+                ack = g_strdup_printf("ACK %llu 0\n", seq);
+                if (write(s, ack, strlen(ack)) < 0) {
+                    break;
+                }
+            }
+            g_string_erase(in, 0, nl - in->str + 1);
+        }
+    }
+    g_string_free(in, TRUE);
+    return NULL;
+}
+
+static int device_start(const char *sock, GThread **thread)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    g_autofree char *reg = g_strdup_printf("REGISTER 1 " DEV_UUID
+                                           " 0 0 %llu %llu obedient\n",
+                                           CEILING, CEILING);
+
+    g_strlcpy(sa.sun_path, sock, sizeof(sa.sun_path));
+    g_assert_cmpint(connect(s, (struct sockaddr *)&sa, sizeof(sa)), ==, 0);
+    g_assert_cmpint(write(s, reg, strlen(reg)), ==, (ssize_t)strlen(reg));
+    *thread = g_thread_new("device", obedient_device, GINT_TO_POINTER(s));
+    return s;
+}
+
 static bool reply_end(const char *line)
 {
     return strcmp(line, "END") == 0 || g_str_has_prefix(line, "ERR");
@@ -201,6 +252,24 @@ static uint64_t status_u64(const char *sock, const char *key)
     p = strstr(lines[0], pat);
     g_assert_nonnull(p);
     return g_ascii_strtoull(p + strlen(pat), NULL, 10);
+}
+
+/* The device's limit (STATUS VM line). */
+static uint64_t device_limit(const char *sock)
+{
+    g_autoptr(GError) err = NULL;
+    g_auto(GStrv) lines = vtmem_line_request(sock, "STATUS", reply_end,
+                                             10000, &err);
+
+    g_assert_no_error(err);
+    for (int i = 1; lines[i]; i++) {
+        const char *p = strstr(lines[i], " limit=");
+
+        if (g_str_has_prefix(lines[i], "VM uuid=" DEV_UUID) && p) {
+            return g_ascii_strtoull(p + 7, NULL, 10);
+        }
+    }
+    g_error("no VM line for the device");
 }
 
 /* Poll the pool limit until cond holds (up to timeout_s): the seconds
@@ -233,6 +302,8 @@ static void test_pressure(void)
     g_autofree char *logtext = NULL;
     g_autofree char *ceiling = g_strdup_printf("%llu", CEILING);
     pid_t vtmemd, hog_pid;
+    GThread *dev_thread;
+    int dev;
     double shrink_s, deep_s, grow_s;
     int status;
 
@@ -253,10 +324,14 @@ static void test_pressure(void)
 
         vtmemd = vtmemd_spawn(sock, log, 0, args, 10000);
     }
-    /* no pressure, room in the host: the pool stays at the ceiling */
+    dev = device_start(sock, &dev_thread);
+    /* no pressure, room in the host: the pool stays at the ceiling, all
+     * of it the device's
+     */
     g_usleep(1500000);
     g_assert_cmpuint(status_u64(sock, "auto-pool"), ==, 1);
     g_assert_cmpuint(status_u64(sock, "limit"), ==, CEILING);
+    g_assert_cmpuint(device_limit(sock), ==, CEILING);
 
     hog_pid = fork();
     g_assert_cmpint(hog_pid, >=, 0);
@@ -271,6 +346,12 @@ static void test_pressure(void)
     deep_s = wait_pool(sock, true, CEILING / 4 * 3, HOG_MAX_S - 10);
     g_test_message("pool below 3/4 of the ceiling %.1f s later", deep_s);
     g_assert_cmpfloat(deep_s, >=, 0);
+    /* the shrink reached the device's lease (it acknowledges at once) */
+    for (int i = 0; i < 50 && device_limit(sock) >= CEILING / 4 * 3; i++) {
+        g_usleep(100000);
+    }
+    g_assert_cmpuint(device_limit(sock), <, CEILING / 4 * 3);
+    g_assert_cmpuint(device_limit(sock), <=, status_u64(sock, "limit"));
     kill(hog_pid, SIGKILL);
     g_assert_cmpint(waitpid(hog_pid, &status, 0), ==, hog_pid);
     g_unlink(file);
@@ -282,7 +363,15 @@ static void test_pressure(void)
     g_test_message("pool back at the ceiling %.1f s after the hog ended",
                    grow_s);
     g_assert_cmpfloat(grow_s, >=, 0);
-    g_assert_true(WIFEXITED(vtmemd_stop(vtmemd, SIGTERM)));
+    for (int i = 0; i < 50 && device_limit(sock) < CEILING; i++) {
+        g_usleep(100000);
+    }
+    g_assert_cmpuint(device_limit(sock), ==, CEILING);
+    status = vtmemd_stop(vtmemd, SIGTERM);
+    g_thread_join(dev_thread);   /* ends at the daemon's close */
+    close(dev);
+    /* exit 0: also no sanitizer report when it is built with them */
+    g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     g_assert_true(g_file_get_contents(log, &logtext, NULL, NULL));
     g_assert_nonnull(strstr(logtext, "shrink: memory pressure"));
     g_assert_nonnull(strstr(logtext, "grow: free memory, no pressure"));
