@@ -11,7 +11,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* Pressure is in hundredths of a percent of wall time (PSI's avg10 of
+/*
+ * Pressure is in hundredths of a percent of wall time (PSI's avg10 of
  * "12.34" is 1234); 10000 is all the time.
  */
 #define VTMEM_PRESSURE_ALL  10000u

@@ -72,7 +72,8 @@ static bool set_pool_limit(Conn *c, char **f)
     g_message("pool limit %" G_GUINT64_FORMAT " -> %" G_GUINT64_FORMAT
               " (charged %" G_GUINT64_FORMAT ")", d->pool_limit, v,
               total_charge(d));
-    /* With --auto-pool it is the ceiling; the next decision moves the
+    /*
+     * With --auto-pool it is the ceiling; the next decision moves the
      * pool within it.
      */
     d->pool_ceiling = v;

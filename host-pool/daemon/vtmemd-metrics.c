@@ -178,7 +178,8 @@ char *vtmemd_metrics_render(Daemon *d)
              "What the VM's device may hold (its charge to the pool)",
              vm_lease);
     vm_gauge(s, d, "vtmem_vm_limit_bytes",
-             "The limit given to the VM's device (a raise: once sent)", vm_limit);
+             "The limit given to the VM's device (a raise: once sent)",
+             vm_limit);
     vm_gauge(s, d, "vtmem_vm_target_bytes",
              "The VM's share by the policy", vm_target);
     vm_gauge(s, d, "vtmem_vm_wanted_bytes",

@@ -81,7 +81,8 @@ static bool parse_centi(const char *s, uint32_t *out)
     return true;
 }
 
-/* memory.pressure / /proc/pressure/memory:
+/*
+ * memory.pressure / /proc/pressure/memory:
  *   some avg10=0.00 avg60=0.00 avg300=0.00 total=0
  *   full avg10=0.00 avg60=0.00 avg300=0.00 total=0
  */
@@ -232,7 +233,8 @@ static void autopool_tick_once(Daemon *d)
     if (!vtmemd_read_memory(&d->cgroup, &r, &error)) {
         gint64 now = g_get_monotonic_time();
 
-        if (now - d->autopool_warned >= VTMEMD_LOG_INTERVAL_S * G_USEC_PER_SEC) {
+        if (now - d->autopool_warned >=
+            VTMEMD_LOG_INTERVAL_S * G_USEC_PER_SEC) {
             d->autopool_warned = now;
             g_warning("auto pool: cannot read memory state: %s; pool stays"
                       " at %" G_GUINT64_FORMAT, error->message, old);

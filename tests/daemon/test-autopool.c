@@ -84,7 +84,8 @@ static void test_cgroup_bound(void)
     g_assert_cmpuint(d.pool, ==, 480 * MiB);
 }
 
-/* Pressure: shrinks each decision, holds in the band, grows only after
+/*
+ * Pressure: shrinks each decision, holds in the band, grows only after
  * it fell below grow_below and the hold time passed.
  */
 static void test_hysteresis(void)

@@ -175,9 +175,9 @@ static void test_scrape(void)
         ok = sample(text, "vtmem_vm_memory_held_bytes", UUID_B, NAME_B) ==
              4096 && agrees(text, st);
         if (!ok) {
-            g_autofree char *j = g_strjoinv("\n", st);
+            g_autofree char *j = g_strjoinv(" | ", st);
 
-            g_test_message("not yet:\n%s\nSTATUS:\n%s", text, j);
+            g_test_message("not yet; scrape: %s STATUS: %s", text, j);
             g_usleep(200000);
         }
     }

@@ -58,7 +58,7 @@ static bool has_word(const char *path, const char *word)
     if (!g_file_get_contents(path, &t, NULL, NULL)) {
         return false;
     }
-    words = g_strsplit_set(g_strstrip(t), " \n", -1);
+    words = g_strsplit_set(g_strstrip(t), "\n ", -1);
     return g_strv_contains((const char *const *)words, word);
 }
 
@@ -139,7 +139,8 @@ static void cgroups_remove(Cgroups *cg)
     g_free(cg->mem_parent);
 }
 
-/* The hog: joins the cgroups, touches anonymous memory, then reads a file
+/*
+ * The hog: joins the cgroups, touches anonymous memory, then reads a file
  * larger than its limit over and over (real reclaim, real stalls).
  */
 static G_NORETURN void hog(const Cgroups *cg, const char *file)
@@ -185,7 +186,8 @@ static G_NORETURN void hog(const Cgroups *cg, const char *file)
     _exit(0);
 }
 
-/* A device that obeys: registers wanting the whole ceiling and
+/*
+ * A device that obeys: registers wanting the whole ceiling and
  * acknowledges every LIMIT at once (holding nothing).
  */
 #define DEV_UUID "0123abcd-0000-4000-8000-000000000001"
@@ -272,7 +274,8 @@ static uint64_t device_limit(const char *sock)
     g_error("no VM line for the device");
 }
 
-/* Poll the pool limit until cond holds (up to timeout_s): the seconds
+/*
+ * Poll the pool limit until cond holds (up to timeout_s): the seconds
  * it took, or -1.
  */
 static double wait_pool(const char *sock, bool below, uint64_t value,
@@ -325,7 +328,8 @@ static void test_pressure(void)
         vtmemd = vtmemd_spawn(sock, log, 0, args, 10000);
     }
     dev = device_start(sock, &dev_thread);
-    /* no pressure, room in the host: the pool stays at the ceiling, all
+    /*
+     * no pressure, room in the host: the pool stays at the ceiling, all
      * of it the device's
      */
     g_usleep(1500000);
