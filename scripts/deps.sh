@@ -10,8 +10,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 packages() {
 	case $1 in
 	build) echo meson ninja-build pkg-config gcc libglib2.0-dev liblz4-dev \
-		libjson-glib-dev libvirt-dev ;;
-	test) echo valgrind ;;
+		libjson-glib-dev libvirt-dev libmicrohttpd-dev ;;
+	test) echo valgrind python3-prometheus-client ;;
 	qemu) echo dpkg-dev libpixman-1-dev libfdt-dev zlib1g-dev python3-venv \
 		seabios qemu-system-data ipxe-qemu ccache ;;
 	guest) echo busybox-static cpio kmod python3 gcc libc6-dev make ;;

@@ -24,11 +24,13 @@ static void send_status(Conn *c)
     conn_send(c, VTMEM_POOL_MSG_POOL " limit=%" G_GUINT64_FORMAT " charged=%"
               G_GUINT64_FORMAT " granule=%llu vms=%u grace-ms=%" G_GINT64_FORMAT
               " version=%d connections=%u max-connections=%u rebalances=%"
-              G_GUINT64_FORMAT, d->pool_limit, total_charge(d),
+              G_GUINT64_FORMAT " ceiling=%" G_GUINT64_FORMAT " auto-pool=%d"
+              " pressure-some-centi=%u", d->pool_limit, total_charge(d),
               VTMEM_POOL_GRANULE, nvm,
               d->grace_until > now ? (d->grace_until - now) / 1000 : 0,
               VTMEM_POOL_PROTO_VERSION, d->n_conns, d->max_conns,
-              d->n_rebalances);
+              d->n_rebalances, d->pool_ceiling, d->auto_pool,
+              d->last_pressure);
     for (GList *l = d->conns; l; l = l->next) {
         Conn *v = l->data;
         VmSettings *s;
@@ -70,7 +72,14 @@ static bool set_pool_limit(Conn *c, char **f)
     g_message("pool limit %" G_GUINT64_FORMAT " -> %" G_GUINT64_FORMAT
               " (charged %" G_GUINT64_FORMAT ")", d->pool_limit, v,
               total_charge(d));
-    d->pool_limit = v;
+    /*
+     * With --auto-pool it is the ceiling; the next decision moves the
+     * pool within it.
+     */
+    d->pool_ceiling = v;
+    if (!d->auto_pool || d->pool_limit > v) {
+        d->pool_limit = v;
+    }
     return true;
 }
 

@@ -70,6 +70,9 @@ void rebalance(Daemon *d)
             send_limit(devs[i], leases[i].pending);
         }
     }
+    if (d->metrics) {
+        metrics_refresh(d);
+    }
 }
 
 static gboolean rebalance_cb(gpointer data)
@@ -109,6 +112,7 @@ void daemon_init(Daemon *d, uint64_t pool_limit, int grace_ms)
 {
     d->listen_fd = -1;
     d->pool_limit = pool_limit;
+    d->pool_ceiling = pool_limit;
     d->max_conns = max_connections();
     d->per_uid = g_hash_table_new(NULL, NULL);
     d->per_pid = g_hash_table_new(NULL, NULL);
@@ -120,7 +124,8 @@ void daemon_init(Daemon *d, uint64_t pool_limit, int grace_ms)
 void daemon_fini(Daemon *d)
 {
     guint *srcs[] = { &d->listen_src, &d->grace_src, &d->reap_src,
-                      &d->rebalance_src, &d->accept_src };
+                      &d->rebalance_src, &d->accept_src,
+                      &d->autopool_src };
 
     for (size_t i = 0; i < G_N_ELEMENTS(srcs); i++) {
         if (*srcs[i]) {
@@ -128,6 +133,7 @@ void daemon_fini(Daemon *d)
             *srcs[i] = 0;
         }
     }
+    metrics_stop(d);
     conns_free(d);
     if (d->listen_fd >= 0) {
         close(d->listen_fd);
@@ -136,6 +142,7 @@ void daemon_fini(Daemon *d)
     g_hash_table_destroy(d->per_uid);
     g_hash_table_destroy(d->per_pid);
     g_hash_table_destroy(d->settings);
+    vtmemd_cgroup_clear(&d->cgroup);
     g_free(d->state_file);
     g_free(d->socket_path);
     if (d->loop) {

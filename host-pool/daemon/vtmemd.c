@@ -70,13 +70,54 @@ static void raise_fd_limit(void)
     }
 }
 
+/*
+ * The policy's constants (docs/vtmemd.md "Automatic pool size"): shrink
+ * by a tenth per second while "some" pressure is >= 5%, grow again
+ * only once it is below 1% and 10 s after the last shrink, by at most
+ * 64 MiB a step.
+ */
+static bool parse_auto_pool(VtmemAutoPoolConfig *cfg, const char *reserve,
+                            const char *floor, int interval_ms)
+{
+    *cfg = (VtmemAutoPoolConfig) {
+        .reserve = 256ULL << 20,
+        .granule = VTMEM_POOL_GRANULE,
+        .shrink_at = 500,
+        .grow_below = 100,
+        .shrink_pct = 10,
+        .grow_step = 64ULL << 20,
+        .grow_hold_ms = 10000,
+    };
+    if (reserve && !vtmem_pool_parse_size(reserve, &cfg->reserve)) {
+        g_printerr("vtmemd: bad size for --pool-reserve: %s\n", reserve);
+        return false;
+    }
+    if (floor && !vtmem_pool_parse_size(floor, &cfg->floor)) {
+        g_printerr("vtmemd: bad size for --pool-floor: %s\n", floor);
+        return false;
+    }
+    if (interval_ms < 10 || interval_ms > 3600000) {
+        g_printerr("vtmemd: --auto-pool-interval-ms must be 10..3600000\n");
+        return false;
+    }
+    /* a timer tick late by a little is still a decision */
+    cfg->min_interval_ms = (uint64_t)interval_ms / 2;
+    return true;
+}
+
 int main(int argc, char **argv)
 {
     g_autofree char *socket_path = NULL;
     g_autofree char *pool_limit = NULL;
     g_autofree char *allow_gid = NULL;
     g_autofree char *state_file = NULL;
+    g_autofree char *cgroup = NULL;
+    g_autofree char *reserve = NULL;
+    g_autofree char *floor = NULL;
+    g_autofree char *metrics = NULL;
     gboolean verbose = FALSE;
+    gboolean auto_pool = FALSE;
+    gint interval_ms = 1000;
     gint grace_ms = VTMEM_POOL_DEFAULT_GRACE_MS;
     GOptionEntry entries[] = {
         { "socket", 's', 0, G_OPTION_ARG_FILENAME, &socket_path,
@@ -92,6 +133,21 @@ int main(int argc, char **argv)
         { "grace-ms", 0, 0, G_OPTION_ARG_INT, &grace_ms,
           "After start, grant no increase for this long (default 5000)",
           "MS" },
+        { "auto-pool", 0, 0, G_OPTION_ARG_NONE, &auto_pool,
+          "Size the pool by memory pressure, --pool-limit the ceiling",
+          NULL },
+        { "cgroup", 0, 0, G_OPTION_ARG_FILENAME, &cgroup,
+          "Cgroup v2 directory of the VMs (default: machine.slice if any,"
+          " else the host)", "PATH" },
+        { "pool-reserve", 0, 0, G_OPTION_ARG_STRING, &reserve,
+          "Memory --auto-pool leaves free (default 256M)", "SIZE" },
+        { "pool-floor", 0, 0, G_OPTION_ARG_STRING, &floor,
+          "--auto-pool never shrinks below (default 0)", "SIZE" },
+        { "auto-pool-interval-ms", 0, 0, G_OPTION_ARG_INT, &interval_ms,
+          "--auto-pool decides this often (default 1000)", "MS" },
+        { "metrics-listen", 0, 0, G_OPTION_ARG_STRING, &metrics,
+          "Serve Prometheus metrics on http://ADDR:PORT/metrics (IPv4;"
+          " :PORT is loopback)", "ADDR:PORT" },
         { "verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose,
           "Log debug messages", NULL },
         { NULL, 0, 0, 0, NULL, NULL, NULL },
@@ -131,6 +187,9 @@ int main(int argc, char **argv)
         g_printerr("vtmemd: --grace-ms must not be negative\n");
         return 1;
     }
+    if (!parse_auto_pool(&d.autopool_cfg, reserve, floor, interval_ms)) {
+        return 1;
+    }
     if (verbose) {
         g_log_set_debug_enabled(TRUE);
     }
@@ -143,9 +202,12 @@ int main(int argc, char **argv)
     d.socket_path = socket_path ? g_steal_pointer(&socket_path)
                                 : g_strdup(VTMEM_POOL_DEFAULT_SOCKET);
     d.state_file = g_steal_pointer(&state_file);
+    d.auto_pool = auto_pool;
     d.listen_fd = make_listener(d.socket_path, &error);
     if (d.listen_fd < 0 ||
-        (d.state_file && !settings_load(&d, &error))) {
+        (d.state_file && !settings_load(&d, &error)) ||
+        (auto_pool && !vtmemd_cgroup_resolve(cgroup, &d.cgroup, &error)) ||
+        (metrics && !metrics_start(&d, metrics, &error))) {
         g_printerr("vtmemd: %s\n", error->message);
         daemon_fini(&d);
         return 1;
@@ -155,6 +217,14 @@ int main(int argc, char **argv)
         d.grace_src = g_timeout_add((guint)grace_ms, grace_over, &d);
     }
     listener_start(&d);
+    if (auto_pool) {
+        g_message("auto pool: every %d ms, PSI from %s, memory of %s,"
+                  " reserve %" G_GUINT64_FORMAT ", floor %" G_GUINT64_FORMAT,
+                  interval_ms, d.cgroup.psi_dir ? d.cgroup.psi_dir : "the host",
+                  d.cgroup.mem_dir ? d.cgroup.mem_dir : "no cgroup",
+                  d.autopool_cfg.reserve, d.autopool_cfg.floor);
+        autopool_start(&d, (guint)interval_ms);
+    }
     g_unix_signal_add(SIGTERM, on_signal, &d);
     g_unix_signal_add(SIGINT, on_signal, &d);
     g_message("listening on %s, pool limit %" G_GUINT64_FORMAT " bytes,"

@@ -7,6 +7,8 @@
  *   vtmemd-device.c   device messages, claim bounds, peer identity
  *   vtmemd-control.c  control messages (root)
  *   vtmemd-state.c    per-VM settings and the state file
+ *   vtmemd-pressure.c --auto-pool: memory state readings, the pool timer
+ *   vtmemd-metrics.c  --metrics-listen: Prometheus text over HTTP
  * The parts are a library so that the fuzzer (tests/fuzz) drives the same
  * line handling without sockets.
  */
@@ -19,6 +21,7 @@
 
 #include <glib.h>
 
+#include "vtmem-autopool.h"
 #include "vtmem-pool-proto.h"
 #include "vtmem-line-conn.h"
 #include "vtmem-pool-util.h"
@@ -50,6 +53,14 @@ typedef enum {
 } ConnKind;
 
 typedef struct Daemon Daemon;
+typedef struct VtmemdMetrics VtmemdMetrics;
+
+/* Where --auto-pool reads the VMs' memory state. */
+typedef struct VtmemdCgroup {
+    char *psi_dir;      /* memory.pressure here; NULL: the host's */
+    char *mem_dir;      /* memory.current... here; NULL: no cgroup */
+    bool v2_memory;     /* mem_dir has v2 files (else v1's) */
+} VtmemdCgroup;
 
 typedef struct Conn {
     Daemon *d;
@@ -92,7 +103,19 @@ struct Daemon {
     char *socket_path;
     int listen_fd;
     guint listen_src;
-    uint64_t pool_limit;
+    uint64_t pool_limit;    /* the pool now */
+    uint64_t pool_ceiling;  /* --pool-limit: --auto-pool stays below */
+    bool auto_pool;
+    VtmemdCgroup cgroup;
+    VtmemAutoPoolConfig autopool_cfg;
+    VtmemAutoPoolState autopool_state;
+    VtmemMemReading last_reading;
+    uint32_t last_pressure;
+    VtmemAutoPoolReason last_reason;
+    guint autopool_src;
+    gint64 autopool_warned;
+    guint64 n_autopool, n_autopool_changes;
+    VtmemdMetrics *metrics; /* NULL: no --metrics-listen */
     gint64 grace_until;     /* monotonic us; no increases before */
     guint grace_src;
     bool have_allow_gid;
@@ -152,5 +175,20 @@ void settings_save(Daemon *d);
 bool settings_load(Daemon *d, GError **error);
 uint64_t conn_cap(Daemon *d, Conn *c);
 uint32_t conn_weight(Daemon *d, Conn *c);
+
+/* vtmemd-pressure.c */
+bool vtmemd_parse_psi(const char *text, VtmemMemReading *r);
+bool vtmemd_read_memory(const VtmemdCgroup *cg, VtmemMemReading *r,
+                        GError **error);
+bool vtmemd_cgroup_resolve(const char *path, VtmemdCgroup *cg,
+                           GError **error);
+void vtmemd_cgroup_clear(VtmemdCgroup *cg);
+void autopool_start(Daemon *d, guint interval_ms);
+
+/* vtmemd-metrics.c */
+char *vtmemd_metrics_render(Daemon *d);
+bool metrics_start(Daemon *d, const char *spec, GError **error);
+void metrics_refresh(Daemon *d);
+void metrics_stop(Daemon *d);
 
 #endif /* VTMEMD_H */
