@@ -58,8 +58,8 @@ void vtmem_policy_allocate(VtmemShare *v, size_t n, uint64_t total)
             }
         }
         for (i = 0; i < n; i++) {
-            if (active[i] &&
-                (u128)want_of(&v[i]) * wsum <= (u128)remaining * weight_of(&v[i])) {
+            if (active[i] && (u128)want_of(&v[i]) * wsum <=
+                             (u128)remaining * weight_of(&v[i])) {
                 v[i].alloc = want_of(&v[i]);
                 remaining -= v[i].alloc;
                 active[i] = false;

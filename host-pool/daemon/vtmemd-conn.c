@@ -72,7 +72,8 @@ uint64_t sat_add(uint64_t a, uint64_t b)
     return a + b < a ? UINT64_MAX : a + b;
 }
 
-/* Upper bound of the memory the device may hold now. A ghost is charged
+/*
+ * Upper bound of the memory the device may hold now. A ghost is charged
  * at most its last lease: what it was last told it may hold.
  */
 uint64_t conn_charge(const Conn *c)
@@ -205,7 +206,8 @@ void conns_free(Daemon *d)
     }
 }
 
-/* Is the peer process still there? With a pidfd, exactly; without one
+/*
+ * Is the peer process still there? With a pidfd, exactly; without one
  * (valgrind has no pidfd_open), by pid (a reused pid only delays the
  * return of that budget).
  */
@@ -274,7 +276,8 @@ gboolean reap(gpointer data)
         }
         if (c->kind == CONN_DEVICE && !c->bye && !c->evicted &&
             peer_alive(c)) {
-            /* The device may still hold pages on its lease: keep
+            /*
+             * The device may still hold pages on its lease: keep
              * charging it until its process exits or it comes back.
              */
             conn_become_ghost(c);
@@ -456,7 +459,8 @@ static const char *over_cap(Daemon *d, const struct ucred *cr, bool trusted)
     if (count_of(d->per_pid, (guint)cr->pid) >= VTMEMD_MAX_PER_PID) {
         return "too many connections from this process";
     }
-    /* One uid gets at most half of the shared slots (QEMUs all run as
+    /*
+     * One uid gets at most half of the shared slots (QEMUs all run as
      * one uid: the others keep the other half).
      */
     if (count_of(d->per_uid, cr->uid) >= shared / 2) {
@@ -547,7 +551,8 @@ static char *peer_label(int fd)
     return g_strdup(buf);
 }
 
-/* Out of fds: pause the listener instead of spinning on a ready socket
+/*
+ * Out of fds: pause the listener instead of spinning on a ready socket
  * whose connection cannot be accepted; say so at most every 10 s.
  */
 static gboolean accept_resume(gpointer data)
@@ -667,7 +672,8 @@ void listener_start(Daemon *d)
 
 /* ---- socket setup ---- */
 
-/* The socket's directory: created 0750 if missing; else it must be ours
+/*
+ * The socket's directory: created 0750 if missing; else it must be ours
  * (or root's) and writable by nobody else, so that nobody can swap the
  * socket for something else between our calls.
  */

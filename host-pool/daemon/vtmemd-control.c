@@ -122,7 +122,8 @@ static bool set_vm_weight(Conn *c, char **f)
     return true;
 }
 
-/* Drop every device connection and ghost of a VM: no ghost is left, its
+/*
+ * Drop every device connection and ghost of a VM: no ghost is left, its
  * charge returns to the pool at once.
  */
 static bool evict(Conn *c, char **f)

@@ -52,7 +52,8 @@ static uint64_t bounded(Conn *c, const char *what, uint64_t v)
     return b;
 }
 
-/* After a report of held: the device can only grow up to its lease, so
+/*
+ * After a report of held: the device can only grow up to its lease, so
  * the bound follows the lease and what it still holds above it.
  */
 static void regrant(Conn *c)
@@ -201,7 +202,8 @@ void handle_register(Conn *c, char **f, unsigned nf)
             return;
         }
     }
-    /* The same process coming back replaces its ghost and keeps what
+    /*
+     * The same process coming back replaces its ghost and keeps what
      * its leases allowed.
      */
     for (GList *l = d->conns; l; l = l->next) {
@@ -221,7 +223,8 @@ void handle_register(Conn *c, char **f, unsigned nf)
     c->cap = clamp_bytes(v[3]);
     c->wanted = clamp_bytes(v[4]);
     if (!ghost && in_grace(d)) {
-        /* Devices of the previous daemon come back with its leases: the
+        /*
+         * Devices of the previous daemon come back with its leases: the
          * daemon cannot know them, and believes what fits the device's
          * cap and the pool.
          */
@@ -240,7 +243,8 @@ void handle_register(Conn *c, char **f, unsigned nf)
              c->held, c->limit, c->cap, c->wanted);
     register_reply(c);
     if (c->limit < v[2]) {
-        /* It enforces more than it may: lower it to what its leases
+        /*
+         * It enforces more than it may: lower it to what its leases
          * allowed (the baseline is slack, not a lease).
          */
         send_limit(c, c->granted);

@@ -57,7 +57,8 @@ static bool parse_gid(const char *s, gid_t *out)
     return false;
 }
 
-/* Use all the fds we may: the unit sets LimitNOFILE (its filter forbids
+/*
+ * Use all the fds we may: the unit sets LimitNOFILE (its filter forbids
  * setrlimit: then the soft limit stays).
  */
 static void raise_fd_limit(void)

@@ -26,11 +26,13 @@
 #include "vtmem-line-conn.h"
 #include "vtmem-pool-util.h"
 
-/* A device may hold this much above its lease: the store's fixed costs
+/*
+ * A device may hold this much above its lease: the store's fixed costs
  * at creation and one reservation racing a lowered limit.
  */
 #define VTMEMD_BASELINE_BYTES       VTMEM_POOL_GRANULE
-/* File descriptors kept out of the connection budget (stdio, listener,
+/*
+ * File descriptors kept out of the connection budget (stdio, listener,
  * GLib's wakeup and signal fds, the state file, accept's transient fd).
  */
 #define VTMEMD_FD_SLACK             32

@@ -14,10 +14,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#ifdef __cplusplus
-extern "C" {
-#endif
-
 #define VTMEM_STORE_PAGE_SIZE 4096
 
 typedef enum vtmem_status {
@@ -65,7 +61,8 @@ uint64_t vtmem_store_nr_slots(const VtmemStore *store);
  * EMPTY (never holds an older copy afterwards) and all else is unchanged.
  * On RANGE/INVAL nothing changes at all.
  */
-vtmem_status vtmem_store_put(VtmemStore *store, uint64_t slot, const void *page);
+vtmem_status vtmem_store_put(VtmemStore *store, uint64_t slot,
+                             const void *page);
 
 /* Copy the page held in slot into buf (VTMEM_STORE_PAGE_SIZE bytes). */
 vtmem_status vtmem_store_get(VtmemStore *store, uint64_t slot, void *buf);
@@ -212,9 +209,5 @@ vtmem_status vtmem_store_dirty_next(VtmemStore *store, uint64_t *cursor,
 uint64_t vtmem_store_dirty_count(VtmemStore *store);
 
 const char *vtmem_status_str(vtmem_status status);
-
-#ifdef __cplusplus
-}
-#endif
 
 #endif /* VTMEM_STORE_H */

@@ -1320,12 +1320,11 @@ int main(int argc, char **argv)
 
     if (env) {
         scale_pct = (unsigned)g_ascii_strtoull(env, NULL, 0);
-
     } else if (preload && strstr(preload, "vgpreload")) {
         scale_pct = 25;  /* under valgrind: same checks, fewer rounds */
     }
     under_tool = preload && strstr(preload, "vgpreload");
-#ifdef __SANITIZE_ADDRESS__
+#ifdef VTMEM_UNDER_ASAN
     under_tool = true;
 #endif
     g_test_init(&argc, &argv, NULL);
