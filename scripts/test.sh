@@ -4,7 +4,7 @@
 #   unit tests plain, under ASan+UBSan and under valgrind; the fuzzers for
 #   a bounded time (30 s each); the device's qtests against QEMU plain and
 #   sanitized; end-to-end tests that boot a guest with the device and the
-#   driver.
+#   driver; the style checks.
 # Installs its own dependencies. Exit status 0 only if everything passed.
 set -eu
 cd "$(dirname "$0")/.."
@@ -62,7 +62,7 @@ run_suite "unit+daemon (plain)" build testlog.json --suite unit --suite daemon
 run_suite "unit+daemon (ASan+UBSan)" build-asan testlog.json --suite unit --suite daemon
 run_suite "unit+daemon (valgrind)" build testlog-valgrind.json --suite unit --suite daemon --setup valgrind
 run_suite "fuzz (30 s per harness)" build-fuzz testlog.json --suite fuzz
-run_suite "qtest, e2e, libvirt" build testlog.json --no-suite unit --no-suite daemon
+run_suite "style, qtest, e2e, libvirt, bench-smoke" build testlog.json --no-suite unit --no-suite daemon
 
 echo "$summary"
 echo "all: $total_pass passed, $total_fail failed"
