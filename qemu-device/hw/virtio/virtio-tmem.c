@@ -557,9 +557,7 @@ static void virtio_tmem_device_realize(DeviceState *dev, Error **errp)
     error_setg(&s->migration_blocker, "virtio-tmem does not support"
                " migration yet: the guest's pages held by the device would"
                " be lost");
-    if (migrate_add_blocker(s->migration_blocker, errp) < 0) {
-        error_free(s->migration_blocker);
-        s->migration_blocker = NULL;
+    if (vtmem_migrate_add_blocker(&s->migration_blocker, errp) < 0) {
         return;
     }
 
@@ -567,9 +565,7 @@ static void virtio_tmem_device_realize(DeviceState *dev, Error **errp)
     if (!s->store) {
         error_setg(errp, "virtio-tmem: cannot create a page store of %"
                    PRIu64 " slots", s->nr_slots);
-        migrate_del_blocker(s->migration_blocker);
-        error_free(s->migration_blocker);
-        s->migration_blocker = NULL;
+        vtmem_migrate_del_blocker(&s->migration_blocker);
         return;
     }
     s->store_limit = s->limit;
@@ -593,9 +589,7 @@ static void virtio_tmem_device_realize(DeviceState *dev, Error **errp)
             g_error_free(gerr);
             vtmem_store_free(s->store);
             s->store = NULL;
-            migrate_del_blocker(s->migration_blocker);
-            error_free(s->migration_blocker);
-            s->migration_blocker = NULL;
+            vtmem_migrate_del_blocker(&s->migration_blocker);
             return;
         }
         s->pool_bh = qemu_bh_new_guarded(virtio_tmem_pool_bh, s,
@@ -631,9 +625,7 @@ static void virtio_tmem_device_unrealize(DeviceState *dev)
     s->bounce = NULL;
     g_free(s->batch);
     s->batch = NULL;
-    migrate_del_blocker(s->migration_blocker);
-    error_free(s->migration_blocker);
-    s->migration_blocker = NULL;
+    vtmem_migrate_del_blocker(&s->migration_blocker);
 }
 
 static void virtio_tmem_instance_init(Object *obj)
