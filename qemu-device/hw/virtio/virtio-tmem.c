@@ -652,7 +652,7 @@ static const VMStateDescription vmstate_virtio_tmem = {
     },
 };
 
-static Property virtio_tmem_properties[] = {
+VTMEM_PROPERTIES(virtio_tmem_properties) = {
     DEFINE_PROP_UINT64("slots", VirtIOTmem, nr_slots,
                        VIRTIO_TMEM_DEFAULT_SLOTS),
     DEFINE_PROP_UINT16("queue-size", VirtIOTmem, queue_size,
@@ -661,10 +661,11 @@ static Property virtio_tmem_properties[] = {
                      IOThread *),
     /* vtmemd's socket; unset or empty: standalone on "limit" */
     DEFINE_PROP_STRING("pool", VirtIOTmem, pool),
-    DEFINE_PROP_END_OF_LIST(),
+    VTMEM_PROPERTIES_END
 };
 
-static void virtio_tmem_class_init(ObjectClass *klass, void *data)
+static void virtio_tmem_class_init(ObjectClass *klass,
+                                   VTMEM_CLASS_DATA *data)
 {
     DeviceClass *dc = DEVICE_CLASS(klass);
     VirtioDeviceClass *vdc = VIRTIO_DEVICE_CLASS(klass);
