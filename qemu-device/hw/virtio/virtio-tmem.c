@@ -211,7 +211,7 @@ static void virtio_tmem_handle_req(VirtIODevice *vdev, VirtQueue *vq)
                       NULL;
 
     if (ctx) {
-        aio_context_acquire(ctx);
+        vtmem_aio_lock(ctx);
     }
 
     /*
@@ -258,7 +258,7 @@ static void virtio_tmem_handle_req(VirtIODevice *vdev, VirtQueue *vq)
         }
     }
     if (ctx) {
-        aio_context_release(ctx);
+        vtmem_aio_unlock(ctx);
     }
 }
 
@@ -306,9 +306,9 @@ static int virtio_tmem_start_ioeventfd(VirtIODevice *vdev)
     ctx = iothread_get_aio_context(s->iothread);
     /* Requests already in the ring */
     event_notifier_set(virtio_queue_get_host_notifier(s->vq));
-    aio_context_acquire(ctx);
+    vtmem_aio_lock(ctx);
     virtio_queue_aio_attach_host_notifier(s->vq, ctx);
-    aio_context_release(ctx);
+    vtmem_aio_unlock(ctx);
     return 0;
 }
 
@@ -337,9 +337,9 @@ static void virtio_tmem_stop_ioeventfd(VirtIODevice *vdev)
 
     /* After this, no request runs in the IOThread any more. */
     ctx = iothread_get_aio_context(s->iothread);
-    aio_context_acquire(ctx);
+    vtmem_aio_lock(ctx);
     aio_wait_bh_oneshot(ctx, virtio_tmem_stop_bh, s);
-    aio_context_release(ctx);
+    vtmem_aio_unlock(ctx);
 
     memory_region_transaction_begin();
     virtio_bus_set_host_notifier(VIRTIO_BUS(qbus), 0, false);
