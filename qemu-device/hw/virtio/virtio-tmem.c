@@ -247,11 +247,7 @@ static void virtio_tmem_handle_req(VirtIODevice *vdev, VirtQueue *vq)
         pushed = true;
     }
     if (pushed) {
-        if (dataplane) {
-            virtio_notify_irqfd(vdev, vq);
-        } else {
-            virtio_notify(vdev, vq);
-        }
+        vtmem_notify_vq(vdev, vq, dataplane);
         /* Usage may have changed: tell vtmemd (from the main loop). */
         if (s->pool_bh) {
             qemu_bh_schedule(s->pool_bh);
