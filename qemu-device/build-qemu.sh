@@ -12,7 +12,8 @@
 #   WORKDIR/sanitized  same with --enable-sanitizers (ASan + UBSan)
 # Environment: VTMEM_OUT_DIR (if set: symlinks there to the binaries:
 # qemu-system-x86_64, qos-test and, for the sanitized build,
-# qemu-system-x86_64-sanitized, qos-test-sanitized), VTMEM_JOBS (ninja -j), VTMEM_STORE_DIR (default
+# qemu-system-x86_64-sanitized, qos-test-sanitized; for QEMU 10.0 the same
+# names with -10.0 after x86_64 and qos-test), VTMEM_JOBS (ninja -j), VTMEM_STORE_DIR (default
 # host-pool/store), VTMEM_CACHE (default $HOME/.cache/vtmem) holds the Debian
 # source package, fetched once with apt-get source and unpacked once.
 # VTMEM_QEMU_SERIES (default 7.2): 7.2 is the host's own source package
@@ -56,26 +57,27 @@ fi
 # apt-get with a private state in the cache for one Debian suite of the
 # machine's mirror; the host's apt config and lists stay untouched. apt checks
 # the files against the suite's signed Release (Debian's keyring).
-private_apt() { # SUITE deb|deb-src APT-ARGS...
+private_apt() { # SUITE deb|deb-src APT-GET-ARGS...
 	d=$cache/apt/$2-$1
 	mkdir -p "$d/lists/partial" "$d/archives/partial"
-	if [ ! -f "$d/sources.list" ]; then
+	if [ ! -f "$d/apt.conf" ]; then
 		mirror=$("$top/scripts/apt-mirror.sh")
 		printf '%s [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s %s main\n' \
-			"$2" "$mirror" "$1" >"$d/sources.list.new"
-		mv "$d/sources.list.new" "$d/sources.list"
+			"$2" "$mirror" "$1" >"$d/sources.list"
+		printf '%s "%s";\n' Dir::Etc::SourceList "$d/sources.list" \
+			Dir::Etc::SourceParts - Dir::State::Lists "$d/lists" \
+			Dir::Cache "$d" APT::Sandbox::User root >"$d/apt.conf.new"
+		mv "$d/apt.conf.new" "$d/apt.conf"
 	fi
-	suite=$1 kind=$2
+	what="$1 $2"
 	shift 2
-	set -- -q -o Dir::Etc::SourceList="$d/sources.list" \
-		-o Dir::Etc::SourceParts=- -o Dir::State::Lists="$d/lists" \
-		-o Dir::Cache="$d" -o APT::Sandbox::User=root "$@"
-	ls "$d"/lists/*InRelease >/dev/null 2>&1 ||
-		apt-get "$@" update >&2 || return 1
-	apt-get "$@" >&2 && return 0
+	export APT_CONFIG="$d/apt.conf"
+	ls "$d"/lists/*InRelease >/dev/null 2>&1 || apt-get -q update >&2 ||
+		return 1
+	apt-get -q "$@" >&2 && return 0
 	# The pool drops superseded versions: refresh the lists once.
-	echo "build-qemu.sh: retrying with fresh $suite $kind lists" >&2
-	apt-get "$@" update >&2 && apt-get "$@" >&2
+	echo "build-qemu.sh: retrying with fresh $what lists" >&2
+	apt-get -q update >&2 && apt-get -q "$@" >&2
 }
 
 fetch_source() {
@@ -261,8 +263,11 @@ for v in $variants; do
 		[ -e "$t" ] || [ -L "$t" ] || ln -s "$f" "$t"
 	done
 	if [ -n "${VTMEM_OUT_DIR:-}" ]; then
+		# 7.2: qemu-system-x86_64[-sanitized];
+		# 10.0: qemu-system-x86_64-10.0[-sanitized]
 		sfx=
-		[ "$v" = plain ] || sfx=-$v
+		[ "$series" = 7.2 ] || sfx=-$series
+		[ "$v" = plain ] || sfx=$sfx-$v
 		mkdir -p "$VTMEM_OUT_DIR"
 		ln -sfn "$b/qemu-system-x86_64" "$VTMEM_OUT_DIR/qemu-system-x86_64$sfx"
 		ln -sfn "$b/tests/qtest/qos-test" "$VTMEM_OUT_DIR/qos-test$sfx"
