@@ -32,7 +32,7 @@ struct VirtIOTmemPCI {
     VirtIOTmem vdev;
 };
 
-VTMEM_PROPERTIES(virtio_tmem_pci_properties) = {
+static VTMEM_PROPERTY_CONST Property virtio_tmem_pci_properties[] = {
     DEFINE_PROP_BIT("ioeventfd", VirtIOPCIProxy, flags,
                     VIRTIO_PCI_FLAG_USE_IOEVENTFD_BIT, true),
     DEFINE_PROP_UINT32("vectors", VirtIOPCIProxy, nvectors,

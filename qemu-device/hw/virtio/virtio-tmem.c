@@ -648,7 +648,7 @@ static const VMStateDescription vmstate_virtio_tmem = {
     },
 };
 
-VTMEM_PROPERTIES(virtio_tmem_properties) = {
+static VTMEM_PROPERTY_CONST Property virtio_tmem_properties[] = {
     DEFINE_PROP_UINT64("slots", VirtIOTmem, nr_slots,
                        VIRTIO_TMEM_DEFAULT_SLOTS),
     DEFINE_PROP_UINT16("queue-size", VirtIOTmem, queue_size,

@@ -60,13 +60,14 @@
 /*
  * 10.0: property arrays are const and have no terminator;
  * device_class_set_props() counts them (and needs them const).
+ * VTMEM_PROPERTIES_END ends the list, after the last entry's comma.
  */
 #if VTMEM_QEMU_AT_LEAST(10, 0)
-#define VTMEM_PROPERTIES(name) static const Property name[]
+#define VTMEM_PROPERTY_CONST const
 #define VTMEM_PROPERTIES_END
 #else
-#define VTMEM_PROPERTIES(name) static Property name[]
-#define VTMEM_PROPERTIES_END DEFINE_PROP_END_OF_LIST(),
+#define VTMEM_PROPERTY_CONST
+#define VTMEM_PROPERTIES_END DEFINE_PROP_END_OF_LIST()
 #endif
 
 /* 10.1: TypeInfo::class_init takes const void *data */
