@@ -36,11 +36,15 @@
 #if VTMEM_QEMU_AT_LEAST(10, 0)
 #include "qobject/qbool.h"
 #include "qobject/qdict.h"
+#include "qobject/qlist.h"
 #include "qobject/qnum.h"
+#include "qobject/qstring.h"
 #else
 #include "qapi/qmp/qbool.h"
 #include "qapi/qmp/qdict.h"
+#include "qapi/qmp/qlist.h"
 #include "qapi/qmp/qnum.h"
+#include "qapi/qmp/qstring.h"
 #endif
 
 #else /* the device */
