@@ -14,6 +14,14 @@
  *   metadata_per_page metadata_bytes / stored_pages after filling
  *   space_efficiency  (compressed+raw payload) / memory_held, after filling,
  *                     invalidating a random half and compacting
+ *   rss_efficiency_*  payload / what the process's resident memory grew by
+ *                     since just before the store was made (after a
+ *                     malloc_trim, so earlier runs' freed heap is not
+ *                     reused unseen): after filling, after invalidating a
+ *                     random half, after compacting. Memory the process
+ *                     keeps after the store freed it shows up here.
+ *   compact_step_*    that compaction run as steps of COMPACT_STEP_SLOTS
+ *                     slots: steps, longest step, all steps (microseconds)
  *   put_scaling, get_scaling  2 threads on disjoint slot halves vs 1 thread
  * Baselines and store runs alternate, each repeated --reps times; the
  * figures use medians and the JSON also carries min/max of every ratio.
@@ -24,6 +32,7 @@
 #include <inttypes.h>
 #include <glib.h>
 #include <lz4.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +48,7 @@
 
 #define PAGE VTMEM_STORE_PAGE_SIZE
 #define BLOCK 256
+#define COMPACT_STEP_SLOTS 4096
 
 static int reps = 5;
 static gint64 max_real_pages = 60000;
@@ -460,9 +470,36 @@ typedef struct Result {
     Samples lz4c_scaling, lz4d_scaling, put_cpu_scaling, get_cpu_scaling;
     double compress_mbs, decompress_mbs, put_mbs, get_mbs;
     double meta_per_page, efficiency, efficiency_before, ratio;
+    double rss_fill, rss_half, rss_compact;  /* payload / RSS growth */
+    uint64_t compact_steps;
+    double step_longest_us, steps_total_us;
     VtmemStoreStats filled, compacted;
     size_t same, raw;
 } Result;
+
+/* The process's resident memory now (/proc/self/statm), in bytes. */
+static uint64_t rss_bytes(void)
+{
+    unsigned long long size = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+
+    if (!f || fscanf(f, "%llu %llu", &size, &resident) != 2) {
+        g_printerr("cannot read /proc/self/statm\n");
+        exit(1);
+    }
+    fclose(f);
+    return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+static double rss_efficiency(VtmemStore *st, uint64_t rss0)
+{
+    VtmemStoreStats now;
+    uint64_t rss = rss_bytes();
+
+    vtmem_store_get_stats(st, &now);
+    return rss > rss0 ? (double)(now.compressed_bytes + now.raw_bytes) /
+                        (double)(rss - rss0) : 0;
+}
 
 static double mbs(size_t n, double secs)
 {
@@ -575,18 +612,30 @@ static void run_set(const PageSet *s, Result *r, GString *json, bool last)
     r->ratio = (double)c.total / ((double)n * PAGE);
 
     /* Space: fill, drop a random half, compact. */
+    malloc_trim(0);
+    uint64_t rss0 = rss_bytes();
     VtmemStore *st = vtmem_store_new(n, UINT64_MAX);
     GRand *rng = g_rand_new_with_seed((guint32)seed);
     store_put(st, s, 0, n);
+    r->rss_fill = rss_efficiency(st, rss0);
     for (size_t i = 0; i < n; i++) {
         if (g_rand_boolean(rng)) {
             vtmem_store_invalidate(st, i);
         }
     }
+    r->rss_half = rss_efficiency(st, rss0);
     VtmemStoreStats before;
     vtmem_store_get_stats(st, &before);
-    vtmem_store_compact(st);
+    /* one pass, in the bounded steps a running device would take */
+    for (bool done = false; !done; r->compact_steps++) {
+        double t0 = now();
+        done = vtmem_store_compact_step(st, COMPACT_STEP_SLOTS, NULL);
+        double us = (now() - t0) * 1e6;
+        r->step_longest_us = MAX(r->step_longest_us, us);
+        r->steps_total_us += us;
+    }
     vtmem_store_get_stats(st, &r->compacted);
+    r->rss_compact = rss_efficiency(st, rss0);
     VtmemZpoolUsage u;
     vtmem_store_zpool_usage(st, &u);
     r->efficiency_before = (double)(before.compressed_bytes + before.raw_bytes)
@@ -631,6 +680,12 @@ static void run_set(const PageSet *s, Result *r, GString *json, bool last)
            ", %" PRIu64 " objects moved)  (target >= 0.95)\n",
            r->efficiency, r->efficiency_before, before.memory_held,
            r->compacted.memory_held, r->compacted.compacted_objects);
+    printf("  RSS efficiency (payload / process RSS growth): %.4f filled, "
+           "%.4f half invalidated, %.4f compacted\n", r->rss_fill,
+           r->rss_half, r->rss_compact);
+    printf("  compaction in steps of %d slots: %" PRIu64 " steps, longest "
+           "%.0f us, all %.0f us\n", COMPACT_STEP_SLOTS, r->compact_steps,
+           r->step_longest_us, r->steps_total_us);
     printf("    where it goes: payload/slots %.4f (class rounding), "
            "slots/pages %.4f (zspage tails + free slots), pages/held %.4f "
            "(metadata); %" PRIu64 " classes, %" PRIu64 " zspages, %" PRIu64
@@ -688,10 +743,19 @@ static void run_set(const PageSet *s, Result *r, GString *json, bool last)
                            "    \"stored_pages\": %" PRIu64 ",\n"
                            "    \"space_efficiency\": %.4f,\n"
                            "    \"space_efficiency_before_compact\": %.4f,\n"
+                           "    \"rss_efficiency_filled\": %.4f,\n"
+                           "    \"rss_efficiency_half_invalidated\": %.4f,\n"
+                           "    \"rss_efficiency_compacted\": %.4f,\n"
+                           "    \"compact_steps\": %" PRIu64 ",\n"
+                           "    \"compact_step_longest_us\": %.1f,\n"
+                           "    \"compact_steps_total_us\": %.1f,\n"
                            "    \"memory_held_after_compact\": %" PRIu64 "\n",
                            r->meta_per_page, f->metadata_bytes,
                            f->stored_pages, r->efficiency,
-                           r->efficiency_before, r->compacted.memory_held);
+                           r->efficiency_before, r->rss_fill, r->rss_half,
+                           r->rss_compact, r->compact_steps,
+                           r->step_longest_us, r->steps_total_us,
+                           r->compacted.memory_held);
     g_string_append_printf(json, "  }%s\n", last ? "" : ",");
     g_free(c.buf);
     g_free(c.off);

@@ -24,7 +24,8 @@
 # (Debian 12 has 1.0.1), the meson .deb of bookworm-backports is unpacked in
 # the cache and used for this build only.
 # Nothing of QEMU's source is kept in our repository: the few edits to QEMU's
-# own files below are idempotent appends/seds.
+# own files below are idempotent (appends, seds, or files regenerated from
+# the pristine tree).
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -207,16 +208,26 @@ grep -q "subdir('vtmem')" "$src/hw/virtio/meson.build" ||
 grep -q "config VIRTIO_TMEM" "$src/hw/virtio/Kconfig" ||
 	printf '\nconfig VIRTIO_TMEM\n    bool\n    default y\n    depends on VIRTIO\n' |
 	append_text "$src/hw/virtio/Kconfig"
-id=$(awk '$1 == "#define" && $2 == "VIRTIO_ID_TMEM" { print $3 }' "$top/include/virtio_tmem.h")
-[ -n "$id" ] || { echo "build-qemu.sh: VIRTIO_ID_TMEM not found" >&2; exit 1; }
-if ! grep -q "\"virtio-tmem\"" "$src/hw/virtio/virtio.c"; then
-	sed -i -e 's/^\(    \[VIRTIO_ID_GPIO\] = "virtio-gpio"\)$/\1,\n    [VTMEM_VIRTIO_ID] = "virtio-tmem"/' \
-		-e 's/^\(const char \*virtio_device_names\[\] = {\)$/#define VTMEM_VIRTIO_ID 0\n\1/' \
-		"$src/hw/virtio/virtio.c"
-fi
-grep -q "^#define VTMEM_VIRTIO_ID $id\$" "$src/hw/virtio/virtio.c" ||
-	sed -i -e "s/^#define VTMEM_VIRTIO_ID [0-9]*\$/#define VTMEM_VIRTIO_ID $id/" "$src/hw/virtio/virtio.c"
-grep -q '"virtio-tmem"' "$src/hw/virtio/virtio.c" || { echo "build-qemu.sh: virtio.c edit failed" >&2; exit 1; }
+# virtio.c (10.0: and virtio-qmp.c) and hw/virtio/trace-events are
+# regenerated from the pristine files on every run (so an older edit never
+# stays behind).
+# virtio.c: our name in virtio_device_names[] (virtio_init() asserts one),
+# and our feature names for x-query-virtio-status (its decoder asserts on
+# an unknown device ID); the IDs come from include/virtio_tmem.h.
+# QEMU 10.0 has the feature decoder in virtio-qmp.c.
+case $series in
+7.2) edits="virtio.c:include name map case" ;;
+*) edits="virtio.c:include name
+virtio-qmp.c:include map case" ;;
+esac
+echo "$edits" | while IFS=: read -r file parts; do
+	awk -v want="$parts" -f "$here/virtio-c.awk" "$pristine/hw/virtio/$file" \
+		>"$work/$file.new" ||
+		{ echo "build-qemu.sh: $file edit failed" >&2; exit 1; }
+	install_text "$src/hw/virtio/$file" <"$work/$file.new"
+done
+cat "$pristine/hw/virtio/trace-events" "$here/hw/virtio/trace-events" |
+	install_text "$src/hw/virtio/trace-events"
 grep -q "virtio-tmem-test.c" "$src/tests/qtest/meson.build" ||
 	sed -i -e "/^tpmemu_files = /i qos_test_ss.add(files('virtio-tmem-test.c'))\n" \
 		"$src/tests/qtest/meson.build"

@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Run one virtio-tmem qtest through QEMU's qos-test.
 # Usage: run-qtest.sh QOS_TEST QEMU_BINARY TEST
-#   TEST: a test of the virtio-tmem interface (e.g. put-get), or a path
-#   below the virtio-tmem-pci node (e.g. virtio-tmem-pci-tests/hotplug)
+#   TEST: a test of the virtio-tmem interface (e.g. put-get), one of the
+#   virtio-tmem-iothread interface (iothread-put-get), or a path below the
+#   virtio-tmem-pci node (e.g. virtio-tmem-pci-tests/hotplug)
 # Fails if the test fails, if no test ran, or if ASan/UBSan/LSan reported
 # anything (from qos-test or from the QEMU it started).
 set -u
@@ -13,14 +14,15 @@ name=$3
 node=/x86_64/pc/i440FX-pcihost/pci-bus-pc/pci-bus/virtio-tmem-pci
 case $name in
 */*) path=$node/$name ;;
+iothread-*) path=$node/virtio-tmem-iothread/virtio-tmem-iothread-tests/$name ;;
 *) path=$node/virtio-tmem/virtio-tmem-tests/$name ;;
 esac
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
 export QTEST_QEMU_BINARY="$qemu"
-export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"
 "$qos" -p "$path" >"$log" 2>&1
 rc=$?
 cat "$log"

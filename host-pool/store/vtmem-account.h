@@ -2,9 +2,16 @@
 /*
  * vtmem memory accounting: what the page store holds, and its limit.
  *
- * memory_held counts every byte the store took from the heap, as the heap
- * charges it (glibc chunk size: request + 8-byte header, rounded to 16), so
- * the figure matches real memory and not just the sizes we asked for.
+ * held = the pages of the store's own mappings that hold data (zspages and
+ * slot-table chunks, vtmem-backing.h: each page is given back to the
+ * kernel when it no longer holds data, so these are the store's resident
+ * pages) + the metadata the store took from the heap (slot-table leaves,
+ * zspage directory, region tables, fixed structures), charged at the
+ * heap's chunk size (vtmem_heap_cost), and the zspage directory's top
+ * level (reserved address space) by the page as it is written. Slack, not
+ * counted: heap memory kept after the store freed metadata into it (only
+ * the small region tables are freed before the store is; leaves and
+ * directory segments stay until then).
  */
 #ifndef VTMEM_ACCOUNT_H
 #define VTMEM_ACCOUNT_H
@@ -16,11 +23,11 @@
 
 typedef struct VtmemAccount {
     _Atomic uint64_t held;      /* all bytes: allocator pages + metadata */
-    _Atomic uint64_t metadata;  /* of held: tables, headers, heap overhead */
+    _Atomic uint64_t metadata;  /* of held: tables, chunks, heap overhead */
     _Atomic uint64_t limit;
 } VtmemAccount;
 
-/* Bytes the heap really uses for a request of size bytes. */
+/* Bytes glibc's heap uses for a request of size bytes (metadata only). */
 static inline uint64_t vtmem_heap_cost(size_t size)
 {
     uint64_t chunk = ((uint64_t)size + 8 + 15) & ~(uint64_t)15;

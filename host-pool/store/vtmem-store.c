@@ -2,11 +2,14 @@
 /*
  * vtmem page store: slot table, put/get/invalidate, iteration, stats.
  *
- * Slot table: two levels. A directory of chunk pointers, one chunk per 512
- * slots, allocated on first put and freed when its last slot empties. A
- * chunk holds one 64-bit entry per slot plus a 2-bit type per slot kept
- * aside, so that a same-filled page can keep its whole 64-bit word in the
- * entry. Object entries pack {exact length: 13 bits, zpool handle: 42 bits}.
+ * Slot table: three levels. A top array of leaf pointers (8 bytes per
+ * 253440 slots, the only table cost at creation); a leaf, made on first
+ * use and kept, holds 512 chunk pointers; a chunk, one page of the store's
+ * own backing taken on first put and given back when its last slot
+ * empties, holds 495 slots: one 64-bit entry per slot plus a 2-bit type
+ * per slot kept aside, so that a same-filled page can keep its whole
+ * 64-bit word in the entry. Object entries pack {exact length: 13 bits,
+ * zpool handle: 42 bits}.
  *
  * Locking: a slot is guarded by the stripe lock of its chunk (128 stripes,
  * chunk index hashed so that neighbouring ranges do not collide in step).
@@ -17,19 +20,14 @@
  * shared atomics on the hot path); memory accounting is one atomic counter
  * touched only when memory is taken or given back.
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE  /* malloc_trim; QEMU's build may define it already */
-#endif
 #include "vtmem-store.h"
 
 #include <glib.h>
 #include <lz4.h>
 #include <string.h>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 
 #include "vtmem-account.h"
+#include "vtmem-backing.h"
 #include "vtmem-page.h"
 #include "vtmem-store-internal.h"
 #include "vtmem-zpool.h"
@@ -42,8 +40,9 @@
  * treats objects this large as "huge" for similar reasons.
  */
 #define COMPRESSED_MAX VTMEM_ZPOOL_HUGE_SIZE  /* 3/4 page */
-#define CHUNK_SHIFT 9
-#define CHUNK_SLOTS (1u << CHUNK_SHIFT)
+#define CHUNK_SLOTS 495u              /* a chunk fills one page */
+#define LEAF_SHIFT 9
+#define LEAF_CHUNKS (1u << LEAF_SHIFT)
 #define STRIPE_BITS 7
 #define NR_STRIPES (1u << STRIPE_BITS)
 #define LEN_BITS 13
@@ -54,9 +53,12 @@ enum { SLOT_EMPTY = 0, SLOT_SAME = 1, SLOT_OBJECT = 2 };
 
 typedef struct SlotChunk {
     uint64_t entry[CHUNK_SLOTS];     /* word, or length | handle << 13 */
-    uint8_t type[CHUNK_SLOTS / 4];   /* 2 bits per slot */
+    uint8_t type[(CHUNK_SLOTS + 3) / 4];  /* 2 bits per slot */
     uint32_t used;                   /* non-empty slots */
+    uint32_t ref;                    /* its page in table_backing */
 } SlotChunk;
+
+_Static_assert(sizeof(SlotChunk) == PAGE, "a chunk is one page");
 
 typedef struct Stripe {
     GMutex lock;
@@ -70,13 +72,20 @@ _Static_assert(sizeof(Stripe) == 128, "stripes fill two cache lines");
 struct VtmemStore {
     uint64_t nr_slots;
     uint64_t nr_chunks;
-    SlotChunk **chunks;
+    uint64_t nr_leaves;
+    _Atomic(SlotChunk **) *leaves;  /* set once, never freed before the end */
+    GMutex table_lock;              /* guards table_backing */
+    VtmemBacking table_backing;     /* the chunks' pages */
     Stripe *stripes;
     VtmemZpool *zpool;
     VtmemAccount acct;
     uint64_t self_cost;
-    GMutex compact_lock;  /* serialises compactions and guards the below */
-    uint64_t compactions, compacted_objects, compacted_bytes;
+    /* Compaction: one pass at a time, in bounded steps. */
+    GMutex compact_lock;  /* serialises compactions and guards the pass */
+    bool pass_active;
+    uint32_t pass_classes;  /* size classes begun in this pass */
+    uint64_t pass_cursor;   /* next slot to look at */
+    _Atomic uint64_t compactions, compacted_objects, compacted_bytes;
 };
 
 /* One LZ4 state per thread: saves a 16 KiB stack frame per put. */
@@ -101,9 +110,9 @@ static inline Stripe *stripe_of(VtmemStore *store, uint64_t chunk)
                            (64 - STRIPE_BITS)];
 }
 
-static uint64_t chunk_cost(void)
+static uint64_t leaf_cost(void)
 {
-    return vtmem_heap_cost(sizeof(SlotChunk));
+    return vtmem_heap_cost(LEAF_CHUNKS * sizeof(SlotChunk *));
 }
 
 VtmemStore *vtmem_store_new(uint64_t nr_slots, uint64_t limit)
@@ -117,16 +126,17 @@ VtmemStore *vtmem_store_new(uint64_t nr_slots, uint64_t limit)
     }
     store->nr_slots = nr_slots;
     store->nr_chunks = (nr_slots + CHUNK_SLOTS - 1) / CHUNK_SLOTS;
-    store->chunks = g_try_new0(SlotChunk *, store->nr_chunks);
+    store->nr_leaves = (store->nr_chunks + LEAF_CHUNKS - 1) / LEAF_CHUNKS;
+    store->leaves = g_try_new0(_Atomic(SlotChunk **), store->nr_leaves);
     store->stripes = g_aligned_alloc0(NR_STRIPES, sizeof(Stripe), 64);
     atomic_init(&store->acct.held, 0);
     atomic_init(&store->acct.metadata, 0);
     atomic_init(&store->acct.limit, limit);
     store->zpool = vtmem_zpool_new(nr_slots, &store->acct);
-    if (!store->chunks || !store->stripes || !store->zpool) {
+    if (!store->leaves || !store->stripes || !store->zpool) {
         vtmem_zpool_destroy(store->zpool);
         g_aligned_free(store->stripes);
-        g_free(store->chunks);
+        g_free(store->leaves);
         g_free(store);
         return NULL;
     }
@@ -134,8 +144,10 @@ VtmemStore *vtmem_store_new(uint64_t nr_slots, uint64_t limit)
         g_mutex_init(&store->stripes[i].lock);
     }
     g_mutex_init(&store->compact_lock);
+    g_mutex_init(&store->table_lock);
+    vtmem_backing_init(&store->table_backing, PAGE, &store->acct);
     store->self_cost = vtmem_heap_cost(sizeof(VtmemStore)) +
-        vtmem_heap_cost(store->nr_chunks * sizeof(SlotChunk *)) +
+        vtmem_heap_cost(store->nr_leaves * sizeof(SlotChunk **)) +
         vtmem_heap_cost(NR_STRIPES * sizeof(Stripe) + 64);
     vtmem_account_charge(&store->acct, store->self_cost, store->self_cost);
     return store;
@@ -148,18 +160,75 @@ void vtmem_store_free(VtmemStore *store)
     }
     vtmem_store_invalidate_all(store);
     vtmem_zpool_destroy(store->zpool);
+    for (uint64_t li = 0; li < store->nr_leaves; li++) {
+        g_free(atomic_load(&store->leaves[li]));
+    }
+    vtmem_backing_destroy(&store->table_backing);
     for (unsigned i = 0; i < NR_STRIPES; i++) {
         g_mutex_clear(&store->stripes[i].lock);
     }
     g_mutex_clear(&store->compact_lock);
+    g_mutex_clear(&store->table_lock);
     g_aligned_free(store->stripes);
-    g_free(store->chunks);
+    g_free(store->leaves);
     g_free(store);
 }
 
 uint64_t vtmem_store_nr_slots(const VtmemStore *store)
 {
     return store ? store->nr_slots : 0;
+}
+
+/* Where chunk ci's pointer lives; NULL if its leaf was never made. */
+static inline SlotChunk **chunk_ref(VtmemStore *store, uint64_t ci)
+{
+    SlotChunk **leaf = atomic_load_explicit(&store->leaves[ci >> LEAF_SHIFT],
+                                            memory_order_acquire);
+    return leaf ? &leaf[ci & (LEAF_CHUNKS - 1)] : NULL;
+}
+
+/* Make the leaf for chunk ci (any thread; the first one to finish wins). */
+static vtmem_status leaf_make(VtmemStore *store, uint64_t ci)
+{
+    SlotChunk **leaf, **none = NULL;
+
+    if (!vtmem_account_reserve(&store->acct, leaf_cost(), leaf_cost())) {
+        return VTMEM_ERR_NOSPACE;
+    }
+    leaf = g_try_new0(SlotChunk *, LEAF_CHUNKS);
+    if (!leaf) {
+        vtmem_account_release(&store->acct, leaf_cost(), leaf_cost());
+        return VTMEM_ERR_NOMEM;
+    }
+    if (!atomic_compare_exchange_strong_explicit(
+            &store->leaves[ci >> LEAF_SHIFT], &none, leaf,
+            memory_order_acq_rel, memory_order_acquire)) {
+        g_free(leaf);
+        vtmem_account_release(&store->acct, leaf_cost(), leaf_cost());
+    }
+    return VTMEM_OK;
+}
+
+/* A new empty chunk: a zero-filled page of the table backing. */
+static vtmem_status chunk_new(VtmemStore *store, SlotChunk **chunk)
+{
+    vtmem_status st;
+    void *page;
+    uint32_t ref;
+
+    if (!vtmem_account_reserve(&store->acct, PAGE, PAGE)) {
+        return VTMEM_ERR_NOSPACE;
+    }
+    g_mutex_lock(&store->table_lock);
+    st = vtmem_backing_alloc(&store->table_backing, &page, &ref);
+    g_mutex_unlock(&store->table_lock);
+    if (st != VTMEM_OK) {
+        vtmem_account_release(&store->acct, PAGE, PAGE);
+        return st;
+    }
+    *chunk = page;
+    (*chunk)->ref = ref;
+    return VTMEM_OK;
 }
 
 /* Empty slot i of chunk (stripe s locked). False if it held nothing. */
@@ -189,15 +258,22 @@ static bool slot_drop(VtmemStore *store, Stripe *s, SlotChunk *c, unsigned i)
     return true;
 }
 
-/* Free chunk ci if it holds nothing (its stripe locked). */
-static void chunk_release_if_empty(VtmemStore *store, uint64_t ci)
+/*
+ * Give the chunk at *cp back if it holds nothing (its stripe locked). An
+ * empty chunk is all zeros, as a page of the backing reads when new.
+ */
+static void chunk_release_if_empty(VtmemStore *store, SlotChunk **cp)
 {
-    SlotChunk *c = store->chunks[ci];
+    SlotChunk *c = *cp;
 
     if (c && c->used == 0) {
-        store->chunks[ci] = NULL;
-        g_free(c);
-        vtmem_account_release(&store->acct, chunk_cost(), chunk_cost());
+        uint32_t ref = c->ref;
+
+        *cp = NULL;
+        g_mutex_lock(&store->table_lock);
+        vtmem_backing_free(&store->table_backing, ref);
+        g_mutex_unlock(&store->table_lock);
+        vtmem_account_release(&store->acct, PAGE, PAGE);
     }
 }
 
@@ -234,25 +310,28 @@ vtmem_status vtmem_store_put(VtmemStore *store, uint64_t slot, const void *page)
         }
     }
 
-    uint64_t ci = slot >> CHUNK_SHIFT;
-    unsigned i = slot & (CHUNK_SLOTS - 1);
+    uint64_t ci = slot / CHUNK_SLOTS;
+    unsigned i = (unsigned)(slot % CHUNK_SLOTS);
     Stripe *s = stripe_of(store, ci);
     vtmem_status st = VTMEM_OK;
     VtmemZhandle handle = 0;
+    SlotChunk **cp = chunk_ref(store, ci), *c = NULL;
 
+    if (!cp) {
+        /* No leaf: the slot is empty, so a refusal here leaves it so. */
+        st = leaf_make(store, ci);
+        cp = st == VTMEM_OK ? chunk_ref(store, ci) : NULL;
+    }
     g_mutex_lock(&s->lock);
-    SlotChunk *c = store->chunks[ci];
+    c = cp ? *cp : NULL;
     if (c) {
         /* Old copy goes first: a refused put must leave the slot empty. */
         slot_drop(store, s, c, i);
-    } else if (!vtmem_account_reserve(&store->acct, chunk_cost(),
-                                      chunk_cost())) {
-        st = VTMEM_ERR_NOSPACE;
-    } else if (!(c = g_try_new0(SlotChunk, 1))) {
-        vtmem_account_release(&store->acct, chunk_cost(), chunk_cost());
-        st = VTMEM_ERR_NOMEM;
-    } else {
-        store->chunks[ci] = c;
+    } else if (st == VTMEM_OK) {
+        st = chunk_new(store, &c);
+        if (st == VTMEM_OK) {
+            *cp = c;
+        }
     }
     /* Accept only if memory held after the put is within the limit. */
     if (st == VTMEM_OK && vtmem_account_over(&store->acct)) {
@@ -285,7 +364,7 @@ vtmem_status vtmem_store_put(VtmemStore *store, uint64_t slot, const void *page)
             s->refusals++;
         }
         if (c) {
-            chunk_release_if_empty(store, ci);
+            chunk_release_if_empty(store, cp);
         }
     }
     g_mutex_unlock(&s->lock);
@@ -325,14 +404,17 @@ vtmem_status vtmem_store_get(VtmemStore *store, uint64_t slot, void *buf)
     if (slot >= store->nr_slots) {
         return VTMEM_ERR_RANGE;
     }
-    uint64_t ci = slot >> CHUNK_SHIFT;
+    uint64_t ci = slot / CHUNK_SLOTS;
     Stripe *s = stripe_of(store, ci);
+    SlotChunk **cp = chunk_ref(store, ci);
     vtmem_status st = VTMEM_ERR_NOENT;
 
+    if (!cp) {
+        return st;
+    }
     g_mutex_lock(&s->lock);
-    SlotChunk *c = store->chunks[ci];
-    if (c) {
-        st = slot_read(store, c, slot & (CHUNK_SLOTS - 1), buf);
+    if (*cp) {
+        st = slot_read(store, *cp, (unsigned)(slot % CHUNK_SLOTS), buf);
     }
     if (st == VTMEM_OK) {
         s->gets++;
@@ -349,15 +431,18 @@ vtmem_status vtmem_store_invalidate(VtmemStore *store, uint64_t slot)
     if (slot >= store->nr_slots) {
         return VTMEM_ERR_RANGE;
     }
-    uint64_t ci = slot >> CHUNK_SHIFT;
+    uint64_t ci = slot / CHUNK_SLOTS;
     Stripe *s = stripe_of(store, ci);
+    SlotChunk **cp = chunk_ref(store, ci);
     vtmem_status st = VTMEM_ERR_NOENT;
 
+    if (!cp) {
+        return st;
+    }
     g_mutex_lock(&s->lock);
-    SlotChunk *c = store->chunks[ci];
-    if (c && slot_drop(store, s, c, slot & (CHUNK_SLOTS - 1))) {
+    if (*cp && slot_drop(store, s, *cp, (unsigned)(slot % CHUNK_SLOTS))) {
         s->invalidations++;
-        chunk_release_if_empty(store, ci);
+        chunk_release_if_empty(store, cp);
         st = VTMEM_OK;
     }
     g_mutex_unlock(&s->lock);
@@ -376,19 +461,26 @@ vtmem_status vtmem_store_invalidate_range(VtmemStore *store, uint64_t first,
         return VTMEM_ERR_RANGE;
     }
     for (uint64_t slot = first, end = first + count; slot < end;) {
-        uint64_t ci = slot >> CHUNK_SHIFT;
-        uint64_t chunk_end = MIN(end, (ci + 1) << CHUNK_SHIFT);
+        uint64_t ci = slot / CHUNK_SLOTS;
+        uint64_t chunk_end = MIN(end, (ci + 1) * CHUNK_SLOTS);
+        SlotChunk **cp = chunk_ref(store, ci);
         Stripe *s = stripe_of(store, ci);
 
+        if (!cp) {
+            /* no leaf: skip all of its slots at once */
+            uint64_t leaf_end = ((ci >> LEAF_SHIFT) + 1) * LEAF_CHUNKS;
+            slot = MIN(end, leaf_end * CHUNK_SLOTS);
+            continue;
+        }
         g_mutex_lock(&s->lock);
-        SlotChunk *c = store->chunks[ci];
+        SlotChunk *c = *cp;
         for (; c && slot < chunk_end; slot++) {
-            if (slot_drop(store, s, c, slot & (CHUNK_SLOTS - 1))) {
+            if (slot_drop(store, s, c, (unsigned)(slot % CHUNK_SLOTS))) {
                 s->invalidations++;
                 n++;
             }
         }
-        chunk_release_if_empty(store, ci);
+        chunk_release_if_empty(store, cp);
         g_mutex_unlock(&s->lock);
         slot = chunk_end;
     }
@@ -415,8 +507,14 @@ int vtmem_store_iterate(VtmemStore *store, VtmemStoreIterFn fn, void *opaque)
 
     for (uint64_t ci = 0; ci < store->nr_chunks && ret == 0; ci++) {
         Stripe *s = stripe_of(store, ci);
+        SlotChunk **cp = chunk_ref(store, ci);
+
+        if (!cp) {
+            ci |= LEAF_CHUNKS - 1;  /* no leaf: on to the next one */
+            continue;
+        }
         for (unsigned i = 0; i < CHUNK_SLOTS && ret == 0; i++) {
-            uint64_t slot = (ci << CHUNK_SHIFT) | i;
+            uint64_t slot = ci * CHUNK_SLOTS + i;
             vtmem_status st = VTMEM_ERR_NOENT;
             bool chunk_gone;
 
@@ -425,7 +523,7 @@ int vtmem_store_iterate(VtmemStore *store, VtmemStoreIterFn fn, void *opaque)
             }
             /* Lock per slot: fn runs unlocked and may take its time. */
             g_mutex_lock(&s->lock);
-            SlotChunk *c = store->chunks[ci];
+            SlotChunk *c = *cp;
             chunk_gone = !c;
             if (c) {
                 st = slot_read(store, c, i, page);
@@ -443,50 +541,124 @@ int vtmem_store_iterate(VtmemStore *store, VtmemStoreIterFn fn, void *opaque)
     return ret;
 }
 
-uint64_t vtmem_store_compact(VtmemStore *store)
+/*
+ * One step of the current compaction pass, at most budget units of work
+ * (compact_lock held). A pass first marks each size class's zspages to
+ * empty, then walks the slot table and offers every object to the zpool,
+ * which moves those that sit in marked zspages. Walking the table rather
+ * than keeping a slot number per object saves 4 bytes per stored page.
+ * Between steps, puts never land in marked zspages (they are off the
+ * partial lists), so no object is missed; their free slots are out of use
+ * until the pass ends. Units of work: a slot looked at, an untouched leaf
+ * or chunk skipped, a partial zspage sorted when a class is marked (one
+ * class's marking is not split, so a step may overrun by that much).
+ */
+static bool compact_step_locked(VtmemStore *store, uint64_t budget,
+                                uint64_t *released)
 {
-    uint64_t released = 0, moved = 0;
+    uint32_t nr_classes = vtmem_zpool_nr_classes(store->zpool);
+    uint64_t work = 0, moved = 0, freed = 0;
 
-    if (!store) {
-        return 0;
+    if (!store->pass_active) {
+        store->pass_active = true;
+        store->pass_classes = 0;
+        store->pass_cursor = 0;
     }
-    g_mutex_lock(&store->compact_lock);
-    vtmem_zpool_compact_begin(store->zpool);
-    /*
-     * Walk the slot table rather than keep a slot number per object: that
-     * saves 4 bytes per stored page, and a compaction is rare and visits
-     * each stored page once anyway.
-     */
-    for (uint64_t ci = 0; ci < store->nr_chunks; ci++) {
+    while (store->pass_classes < nr_classes && work < budget) {
+        work += 1 + vtmem_zpool_compact_begin_class(store->zpool,
+                                                    store->pass_classes++);
+    }
+    while (store->pass_classes == nr_classes &&
+           store->pass_cursor < store->nr_slots && work < budget) {
+        uint64_t slot = store->pass_cursor;
+        uint64_t ci = slot / CHUNK_SLOTS;
+        uint64_t chunk_end = MIN(store->nr_slots, (ci + 1) * CHUNK_SLOTS);
+        uint64_t end = chunk_end;
+        SlotChunk **cp = chunk_ref(store, ci);
         Stripe *s = stripe_of(store, ci);
 
+        if (!cp) {
+            /* no leaf: one unit of work skips all of its slots */
+            uint64_t leaf_end = ((ci >> LEAF_SHIFT) + 1) * LEAF_CHUNKS;
+            store->pass_cursor = MIN(store->nr_slots, leaf_end * CHUNK_SLOTS);
+            work++;
+            continue;
+        }
         g_mutex_lock(&s->lock);
-        SlotChunk *c = store->chunks[ci];
-        for (unsigned i = 0; c && i < CHUNK_SLOTS; i++) {
+        SlotChunk *c = *cp;
+        if (!c) {
+            work++;
+        } else {
+            if (budget - work < chunk_end - slot) {
+                end = slot + (budget - work);
+            }
+            work += end - slot;
+        }
+        for (; c && slot < end; slot++) {
+            unsigned i = (unsigned)(slot % CHUNK_SLOTS);
             if (slot_type(c, i) != SLOT_OBJECT) {
                 continue;
             }
             size_t len = c->entry[i] & LEN_MASK;
             VtmemZhandle h = c->entry[i] >> LEN_BITS;
-            if (vtmem_zpool_compact_move(store->zpool, &h, len, &released)) {
+            if (vtmem_zpool_compact_move(store->zpool, &h, len, &freed)) {
                 c->entry[i] = len | (h << LEN_BITS);
                 moved++;
             }
         }
         g_mutex_unlock(&s->lock);
+        store->pass_cursor = end;
+    }
+    atomic_fetch_add_explicit(&store->compacted_objects, moved,
+                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&store->compacted_bytes, freed,
+                              memory_order_relaxed);
+    if (released) {
+        *released += freed;
+    }
+    if (store->pass_classes < nr_classes ||
+        store->pass_cursor < store->nr_slots) {
+        return false;
     }
     vtmem_zpool_compact_end(store->zpool);
-#ifdef __GLIBC__
-    /* Freed zspages sit in the heap's free lists: hand them to the OS. */
-    if (released) {
-        malloc_trim(0);
+    store->pass_active = false;
+    atomic_fetch_add_explicit(&store->compactions, 1, memory_order_relaxed);
+    return true;
+}
+
+bool vtmem_store_compact_step(VtmemStore *store, uint64_t max_slots,
+                              uint64_t *released)
+{
+    bool done;
+
+    if (!store) {
+        return true;
     }
-#endif
-    store->compactions++;
-    store->compacted_objects += moved;
-    store->compacted_bytes += released;
+    g_mutex_lock(&store->compact_lock);
+    done = compact_step_locked(store, MAX(max_slots, 1), released);
+    g_mutex_unlock(&store->compact_lock);
+    return done;
+}
+
+uint64_t vtmem_store_compact(VtmemStore *store)
+{
+    uint64_t released = 0;
+
+    if (!store) {
+        return 0;
+    }
+    g_mutex_lock(&store->compact_lock);
+    if (store->pass_active) {
+        compact_step_locked(store, UINT64_MAX, &released);
+    }
+    compact_step_locked(store, UINT64_MAX, &released);
     g_mutex_unlock(&store->compact_lock);
     return released;
+}
+
+uint64_t vtmem_store_fragmentation(VtmemStore *store)
+{
+    return store ? vtmem_zpool_free_slot_bytes(store->zpool) : 0;
 }
 
 void vtmem_store_set_limit(VtmemStore *store, uint64_t limit)
@@ -522,11 +694,9 @@ void vtmem_store_get_stats(VtmemStore *store, VtmemStoreStats *stats)
     stats->memory_held = atomic_load(&store->acct.held);
     stats->metadata_bytes = atomic_load(&store->acct.metadata);
     stats->limit = atomic_load(&store->acct.limit);
-    g_mutex_lock(&store->compact_lock);
-    stats->compactions = store->compactions;
-    stats->compacted_objects = store->compacted_objects;
-    stats->compacted_bytes = store->compacted_bytes;
-    g_mutex_unlock(&store->compact_lock);
+    stats->compactions = atomic_load(&store->compactions);
+    stats->compacted_objects = atomic_load(&store->compacted_objects);
+    stats->compacted_bytes = atomic_load(&store->compacted_bytes);
 }
 
 uint64_t vtmem_store_memory_held(VtmemStore *store)
@@ -538,6 +708,20 @@ uint64_t vtmem_store_memory_held(VtmemStore *store)
 void vtmem_store_zpool_usage(VtmemStore *store, VtmemZpoolUsage *usage)
 {
     vtmem_zpool_usage(store ? store->zpool : NULL, usage);
+}
+
+uint64_t vtmem_store_resident_bytes(VtmemStore *store)
+{
+    uint64_t bytes;
+
+    if (!store) {
+        return 0;
+    }
+    bytes = vtmem_zpool_resident_bytes(store->zpool);
+    g_mutex_lock(&store->table_lock);
+    bytes += vtmem_backing_resident(&store->table_backing);
+    g_mutex_unlock(&store->table_lock);
+    return bytes;
 }
 
 const char *vtmem_status_str(vtmem_status status)

@@ -37,14 +37,14 @@ typedef struct VtmemStoreStats {
     uint64_t raw_pages;          /* of those: stored uncompressed */
     uint64_t compressed_bytes;   /* payload bytes of compressed objects */
     uint64_t raw_bytes;          /* payload bytes of raw objects */
-    uint64_t memory_held;        /* allocator pages + metadata: what limit caps */
-    uint64_t metadata_bytes;     /* of memory_held: slot tables, headers */
+    uint64_t memory_held;        /* zspage pages + metadata: what limit caps */
+    uint64_t metadata_bytes;     /* of memory_held: slot table, directory */
     uint64_t limit;              /* current limit in bytes */
     uint64_t puts;               /* successful puts */
     uint64_t gets;               /* successful gets */
     uint64_t invalidations;      /* slots dropped by invalidate/range */
     uint64_t refusals;           /* puts refused with VTMEM_ERR_NOSPACE */
-    uint64_t compactions;        /* vtmem_store_compact calls */
+    uint64_t compactions;        /* compaction passes completed */
     uint64_t compacted_objects;  /* objects moved by compaction */
     uint64_t compacted_bytes;    /* bytes of memory returned by compaction */
 } VtmemStoreStats;
@@ -97,9 +97,32 @@ int vtmem_store_iterate(VtmemStore *store, VtmemStoreIterFn fn, void *opaque);
 
 /*
  * Move objects out of sparsely used allocator pages and release the
- * emptied ones. Returns the bytes of memory released.
+ * emptied ones: one full pass (a pass already begun by
+ * vtmem_store_compact_step is finished first). Returns the bytes of memory
+ * released.
  */
 uint64_t vtmem_store_compact(VtmemStore *store);
+
+/*
+ * Bytes held by allocator pages beyond what live objects occupy (cheap,
+ * lock-free read): the free object slots in the allocator's pages, which
+ * compaction can give back in part. Class rounding inside a live object's
+ * slot and the unusable tail of a zspage are not counted.
+ */
+uint64_t vtmem_store_fragmentation(VtmemStore *store);
+
+/*
+ * One bounded step of compaction: looks at no more than max_slots slots (or
+ * an equivalent amount of work: an untouched stretch of the slot table
+ * counts as one slot; 0 counts as 1), moves what it can, releases emptied
+ * pages. Returns true when the current pass is complete (the next call
+ * starts a new pass). *released (may be NULL) is incremented by the bytes
+ * of memory given back. Safe against concurrent put/get/invalidate from
+ * other threads; only one compaction (step or full) runs at a time
+ * (serialised inside the store). A NULL store returns true.
+ */
+bool vtmem_store_compact_step(VtmemStore *store, uint64_t max_slots,
+                              uint64_t *released);
 
 /*
  * Change the limit. Lowering it below memory_held drops nothing: puts

@@ -2,13 +2,16 @@
 /*
  * vtmem zpool: size classes of zspages, object alloc/free, compaction.
  *
- * Memory layout of a zspage: one heap block of pages * 4096 bytes of object
- * slots with a 16-byte ZspageHeader in the last 16 bytes of the tail (the
- * room after the last slot) if that is free, else right after the pages, so
- * a zspage costs a single heap chunk. Free slots are chained through their
- * own first two bytes. Zspages are named by 32-bit ids in a two-level
+ * Memory layout: a zspage is a block of pages * 4096 bytes of object slots
+ * from its class's VtmemBacking (the store's own mappings; the pages go back
+ * to the kernel when the zspage is freed). Free slots are chained through
+ * their own first two bytes. Zspages are named by 32-bit ids in a two-level
  * directory (ids are reused), which keeps handles small enough to share a
- * 64-bit slot entry with the length.
+ * 64-bit slot entry with the length; the directory entry holds the
+ * zspage's address and header (32 bytes per zspage, metadata). The
+ * directory's top level is reserved address space charged page by page as
+ * ids grow into it, so a pool sized for 2^32 objects costs little until
+ * used.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE  /* MADV_POPULATE_WRITE; QEMU's build may define it */
@@ -17,20 +20,21 @@
 
 #include <glib.h>
 #include <string.h>
-#ifdef __linux__
 #include <sys/mman.h>
-#endif
+
+#include "vtmem-backing.h"
 
 #define PAGE 4096u
 #define STEP 32u                      /* class granularity, see class_shape */
 #define SHAPE_SLACK 0.01              /* see class_shape */
-#define MIN_SLOTS 8u                   /* header cost <= 5 B per object */
+#define MIN_SLOTS 8u                   /* entry cost <= 4 B per object */
 #define MAX_PAGES 8u                   /* see vtmem-zpool.h */
 #define COMPRESSED_MAX VTMEM_ZPOOL_HUGE_SIZE
 #define NR_STEPS (COMPRESSED_MAX / STEP)
 #define RAW_CLASS_PAGES 4u            /* amortises the header over 4 pages */
 #define DIR_SHIFT 9u                  /* 512 ids per directory segment */
 #define DIR_SEG (1u << DIR_SHIFT)
+#define TOP_PER_PAGE (PAGE / sizeof(void *))  /* top entries per page */
 #define NO_ID UINT32_MAX
 #define NO_IDX 0xFFFFu
 #define FLAG_EVAC 1u
@@ -44,25 +48,34 @@ typedef struct ZspageHeader {
     uint8_t pad;
 } ZspageHeader;
 
+/* A directory entry: a zspage, or a free id (data NULL, h.next chains). */
+typedef struct Zspage {
+    unsigned char *data;
+    ZspageHeader h;
+    uint32_t ref;          /* its block in the class's backing */
+    uint32_t pad;
+} Zspage;
+
 typedef struct SizeClass {
     GMutex lock;
     uint32_t size;         /* slot size */
     uint32_t objs;         /* slots per zspage */
     uint32_t pages;        /* pages per zspage */
-    uint32_t hdr_off;      /* where the ZspageHeader sits in the block */
     uint32_t partial_head; /* zspages with free slots (allocation order) */
     uint32_t partial_tail;
     uint32_t evac_head;    /* zspages being emptied by compaction */
     uint64_t zspages;
-    char pad[16];          /* keep classes on separate cache lines */
+    _Atomic uint64_t free_slots; /* in this class's zspages; read unlocked */
+    VtmemBacking backing;  /* where its zspages live */
 } SizeClass;
 
 struct VtmemZpool {
     VtmemAccount *acct;
     uint64_t self_cost;
     GMutex id_lock;
-    uintptr_t **dir;       /* dir[id >> 9][id & 511]: data or free link */
+    Zspage **dir;          /* dir[id >> 9][id & 511]; reserved, see above */
     uint32_t nr_dir;
+    uint32_t nr_segs;      /* segments allocated: dir[0 .. nr_segs - 1] */
     uint32_t id_next;      /* ids >= id_next were never used */
     uint32_t id_free;      /* freed ids, chained through the directory */
     uint32_t max_ids;
@@ -81,9 +94,9 @@ static uint32_t slots_per(uint32_t pages, uint32_t size)
 /*
  * Pages per zspage for a slot size: the fewest pages whose tail waste is
  * within SHAPE_SLACK of the least possible and that hold MIN_SLOTS objects
- * (a zspage's header and heap overhead, 40 bytes, is shared by its
- * objects). Fewer pages matter: after compaction each class keeps about
- * one partly filled zspage.
+ * (a zspage's directory entry, 32 bytes, is shared by its objects). Fewer
+ * pages matter: after compaction each class keeps about one partly filled
+ * zspage.
  */
 static void class_shape(uint32_t size, uint32_t *pages, uint32_t *objs)
 {
@@ -155,15 +168,14 @@ static SizeClass *class_for(VtmemZpool *pool, size_t size)
     return &pool->classes[pool->class_of_step[(size + STEP - 1) / STEP]];
 }
 
-/* A zspage's heap block: its pages, plus its header if no tail holds it. */
-static size_t zspage_bytes(const SizeClass *cls)
+static uint64_t zspage_bytes(const SizeClass *cls)
 {
-    return (size_t)cls->hdr_off + sizeof(ZspageHeader);
+    return (uint64_t)cls->pages * PAGE;
 }
 
-static uint64_t zspage_cost(const SizeClass *cls)
+static uint64_t segment_cost(void)
 {
-    return vtmem_heap_cost(zspage_bytes(cls));
+    return vtmem_heap_cost(DIR_SEG * sizeof(Zspage));
 }
 
 VtmemZpool *vtmem_zpool_new(uint64_t max_objects, VtmemAccount *acct)
@@ -197,7 +209,7 @@ VtmemZpool *vtmem_zpool_new(uint64_t max_objects, VtmemAccount *acct)
     }
     pool->max_ids = (uint32_t)max_ids;
     pool->nr_dir = (uint32_t)((max_ids + DIR_SEG - 1) / DIR_SEG);
-    pool->dir = g_try_new0(uintptr_t *, pool->nr_dir);
+    pool->dir = vtmem_backing_reserve(pool->nr_dir * sizeof(Zspage *));
     if (!pool->dir) {
         g_free(pool);
         return NULL;
@@ -217,22 +229,18 @@ VtmemZpool *vtmem_zpool_new(uint64_t max_objects, VtmemAccount *acct)
         } else {
             class_shape(sizes[i], &cls->pages, &cls->objs);
         }
-        /*
-         * The header goes at the end of the zspage's tail (the bytes after
-         * its last slot) when it fits there, else after the pages: then the
-         * block is a whole number of pages and costs 16 bytes less heap.
-         */
-        cls->hdr_off = cls->pages * PAGE;
-        if (cls->pages * PAGE - cls->objs * cls->size >=
-            sizeof(ZspageHeader)) {
-            cls->hdr_off -= (uint32_t)sizeof(ZspageHeader);
-        }
+        vtmem_backing_init(&cls->backing, cls->pages * PAGE, acct);
         cls->partial_head = cls->partial_tail = cls->evac_head = NO_ID;
     }
-    pool->self_cost = vtmem_heap_cost(self) +
-                      vtmem_heap_cost(pool->nr_dir * sizeof(uintptr_t *));
+    pool->self_cost = vtmem_heap_cost(self);
     vtmem_account_charge(acct, pool->self_cost, pool->self_cost);
     return pool;
+}
+
+/* Bytes of the directory's top level charged for nr_segs segments. */
+static uint64_t top_cost(uint32_t nr_segs)
+{
+    return (uint64_t)((nr_segs + TOP_PER_PAGE - 1) / TOP_PER_PAGE) * PAGE;
 }
 
 void vtmem_zpool_destroy(VtmemZpool *pool)
@@ -240,43 +248,40 @@ void vtmem_zpool_destroy(VtmemZpool *pool)
     if (!pool) {
         return;
     }
-    uint64_t freed = pool->self_cost, freed_meta = pool->self_cost;
-    for (uint32_t s = 0; s < pool->nr_dir; s++) {
-        if (!pool->dir[s]) {
-            continue;
-        }
-        for (uint32_t i = 0; i < DIR_SEG; i++) {
-            uintptr_t v = pool->dir[s][i];
-            if (v && !(v & 1)) {
-                g_free((void *)v);
-            }
-        }
+    uint64_t meta = pool->self_cost + top_cost(pool->nr_segs) +
+                    pool->nr_segs * segment_cost();
+    uint64_t pages = 0;
+
+    for (uint32_t s = 0; s < pool->nr_segs; s++) {
         g_free(pool->dir[s]);
-        freed += vtmem_heap_cost(DIR_SEG * sizeof(uintptr_t));
-        freed_meta += vtmem_heap_cost(DIR_SEG * sizeof(uintptr_t));
     }
     for (uint32_t i = 0; i < pool->nr_classes; i++) {
         SizeClass *cls = &pool->classes[i];
-        uint64_t cost = zspage_cost(cls);
-        freed += cls->zspages * cost;
-        freed_meta += cls->zspages * (cost - (uint64_t)cls->pages * PAGE);
+        pages += cls->zspages * zspage_bytes(cls);
+        vtmem_backing_destroy(&cls->backing);
         g_mutex_clear(&cls->lock);
     }
-    vtmem_account_release(pool->acct, freed, freed_meta);
+    vtmem_account_release(pool->acct, meta + pages, meta);
     g_mutex_clear(&pool->id_lock);
-    g_free(pool->dir);
+    vtmem_backing_unreserve(pool->dir, pool->nr_dir * sizeof(Zspage *));
     g_free(pool);
+}
+
+static inline Zspage *zspage_of(VtmemZpool *pool, uint32_t id)
+{
+    return &pool->dir[id >> DIR_SHIFT][id & (DIR_SEG - 1)];
 }
 
 static inline unsigned char *zspage_data(VtmemZpool *pool, uint32_t id)
 {
-    return (unsigned char *)pool->dir[id >> DIR_SHIFT][id & (DIR_SEG - 1)];
+    return zspage_of(pool, id)->data;
 }
 
 static inline ZspageHeader *zspage_header(VtmemZpool *pool, SizeClass *cls,
                                           uint32_t id)
 {
-    return (ZspageHeader *)(zspage_data(pool, id) + cls->hdr_off);
+    (void)cls;
+    return &zspage_of(pool, id)->h;
 }
 
 /* Directory ids. Called with the class lock held (order: class, id). */
@@ -287,17 +292,24 @@ static vtmem_status id_alloc(VtmemZpool *pool, uint32_t *id)
     g_mutex_lock(&pool->id_lock);
     if (pool->id_free != NO_ID) {
         *id = pool->id_free;
-        pool->id_free = (uint32_t)(pool->dir[*id >> DIR_SHIFT]
-                                            [*id & (DIR_SEG - 1)] >> 1);
+        pool->id_free = zspage_of(pool, *id)->h.next;
     } else if (pool->id_next >= pool->max_ids) {
         st = VTMEM_ERR_NOMEM;
     } else {
-        uint32_t seg = pool->id_next >> DIR_SHIFT;
-        if (!pool->dir[seg]) {
-            uint64_t cost = vtmem_heap_cost(DIR_SEG * sizeof(uintptr_t));
+        if (pool->id_next >> DIR_SHIFT == pool->nr_segs) {
+            /* a new segment, and a new page of the top level every 512 */
+            uint64_t cost = segment_cost() + top_cost(pool->nr_segs + 1) -
+                            top_cost(pool->nr_segs);
+            Zspage *seg = NULL;
+
             if (!vtmem_account_reserve(pool->acct, cost, cost)) {
                 st = VTMEM_ERR_NOSPACE;
-            } else if (!(pool->dir[seg] = g_try_new0(uintptr_t, DIR_SEG))) {
+            } else {
+                seg = g_try_new0(Zspage, DIR_SEG);
+            }
+            if (seg) {
+                pool->dir[pool->nr_segs++] = seg;
+            } else if (st == VTMEM_OK) {
                 vtmem_account_release(pool->acct, cost, cost);
                 st = VTMEM_ERR_NOMEM;
             }
@@ -313,8 +325,8 @@ static vtmem_status id_alloc(VtmemZpool *pool, uint32_t *id)
 static void id_free(VtmemZpool *pool, uint32_t id)
 {
     g_mutex_lock(&pool->id_lock);
-    pool->dir[id >> DIR_SHIFT][id & (DIR_SEG - 1)] =
-        ((uintptr_t)pool->id_free << 1) | 1;
+    zspage_of(pool, id)->data = NULL;
+    zspage_of(pool, id)->h.next = pool->id_free;
     pool->id_free = id;
     g_mutex_unlock(&pool->id_lock);
 }
@@ -361,20 +373,16 @@ static void list_del(VtmemZpool *pool, SizeClass *cls, uint32_t *head,
 
 /*
  * Fault in a new zspage's whole pages with one system call rather than one
- * page fault per page as its slots fill: a fresh heap block is untouched
- * memory, and its page faults cost a fill of fresh zspages (the usual put)
- * about 3% of its time. Pages already present (reused heap memory) are
- * left as they are. Best effort: older kernels (before 5.14) refuse the
- * advice, and then the pages fault in as they are written.
+ * page fault per page as its slots fill: a new block is untouched memory,
+ * and its page faults cost a fill of fresh zspages (the usual put) about 3%
+ * of its time. Best effort: older kernels (before 5.14) refuse the advice,
+ * and then the pages fault in as they are written.
  */
 static void zspage_prefault(unsigned char *data, size_t size)
 {
-#if defined(__linux__) && defined(MADV_POPULATE_WRITE)
-    uintptr_t start = ((uintptr_t)data + PAGE - 1) & ~(uintptr_t)(PAGE - 1);
-    uintptr_t end = ((uintptr_t)data + size) & ~(uintptr_t)(PAGE - 1);
-
-    if (end > start + PAGE) {  /* one page alone: its fault is no dearer */
-        (void)madvise((void *)start, end - start, MADV_POPULATE_WRITE);
+#ifdef MADV_POPULATE_WRITE
+    if (size > PAGE) {  /* one page alone: its fault is no dearer */
+        (void)madvise(data, size, MADV_POPULATE_WRITE);
     }
 #else
     (void)data;
@@ -386,45 +394,52 @@ static void zspage_prefault(unsigned char *data, size_t size)
 static vtmem_status zspage_create(VtmemZpool *pool, SizeClass *cls,
                                   uint32_t *id)
 {
-    uint64_t cost = zspage_cost(cls);
-    uint64_t meta = cost - (uint64_t)cls->pages * PAGE;
+    uint64_t cost = zspage_bytes(cls);
     vtmem_status st;
+    void *data;
+    uint32_t ref;
 
-    if (!vtmem_account_reserve(pool->acct, cost, meta)) {
+    if (!vtmem_account_reserve(pool->acct, cost, 0)) {
         return VTMEM_ERR_NOSPACE;
     }
     st = id_alloc(pool, id);
     if (st != VTMEM_OK) {
-        vtmem_account_release(pool->acct, cost, meta);
+        vtmem_account_release(pool->acct, cost, 0);
         return st;
     }
-    unsigned char *data = g_try_malloc(zspage_bytes(cls));
-    if (!data) {
+    st = vtmem_backing_alloc(&cls->backing, &data, &ref);
+    if (st != VTMEM_OK) {
         id_free(pool, *id);
-        vtmem_account_release(pool->acct, cost, meta);
-        return VTMEM_ERR_NOMEM;
+        vtmem_account_release(pool->acct, cost, 0);
+        return st;
     }
-    zspage_prefault(data, zspage_bytes(cls));
-    pool->dir[*id >> DIR_SHIFT][*id & (DIR_SEG - 1)] = (uintptr_t)data;
-    ZspageHeader *h = zspage_header(pool, cls, *id);
-    memset(h, 0, sizeof(*h));
+    zspage_prefault(data, cost);
+    Zspage *zs = zspage_of(pool, *id);
+    memset(&zs->h, 0, sizeof(zs->h));
+    zs->data = data;
+    zs->ref = ref;
+    ZspageHeader *h = &zs->h;
     h->free_head = NO_IDX;
     list_add(pool, cls, &cls->partial_head, &cls->partial_tail, *id, false);
     cls->zspages++;
+    atomic_fetch_add_explicit(&cls->free_slots, cls->objs,
+                              memory_order_relaxed);
     atomic_fetch_add_explicit(&pool->zspages, 1, memory_order_relaxed);
     return VTMEM_OK;
 }
 
-/* Give an empty zspage back to the heap. Class locked, not on any list. */
+/* Give an empty zspage back. Class locked, not on any list. */
 static uint64_t zspage_destroy(VtmemZpool *pool, SizeClass *cls, uint32_t id)
 {
-    uint64_t cost = zspage_cost(cls);
+    uint64_t cost = zspage_bytes(cls);
 
-    g_free(zspage_data(pool, id));
+    vtmem_backing_free(&cls->backing, zspage_of(pool, id)->ref);
     id_free(pool, id);
     cls->zspages--;
+    atomic_fetch_sub_explicit(&cls->free_slots, cls->objs,
+                              memory_order_relaxed);
     atomic_fetch_sub_explicit(&pool->zspages, 1, memory_order_relaxed);
-    vtmem_account_release(pool->acct, cost, cost - (uint64_t)cls->pages * PAGE);
+    vtmem_account_release(pool->acct, cost, 0);
     return cost;
 }
 
@@ -442,6 +457,7 @@ static VtmemZhandle slot_take(VtmemZpool *pool, SizeClass *cls)
     } else {
         idx = h->top++;
     }
+    atomic_fetch_sub_explicit(&cls->free_slots, 1, memory_order_relaxed);
     if (++h->inuse == cls->objs) {
         list_del(pool, cls, &cls->partial_head, &cls->partial_tail, id);
     }
@@ -461,6 +477,7 @@ static uint64_t slot_put(VtmemZpool *pool, SizeClass *cls, VtmemZhandle hd)
            sizeof(h->free_head));
     h->free_head = idx;
     h->inuse--;
+    atomic_fetch_add_explicit(&cls->free_slots, 1, memory_order_relaxed);
     if (h->inuse == 0) {
         if (evac) {
             list_del(pool, cls, &cls->evac_head, NULL, id);
@@ -526,40 +543,45 @@ static int by_inuse(const void *a, const void *b)
     return (x->inuse > y->inuse) - (x->inuse < y->inuse);
 }
 
-void vtmem_zpool_compact_begin(VtmemZpool *pool)
+uint32_t vtmem_zpool_nr_classes(VtmemZpool *pool)
 {
-    for (uint32_t c = 0; c < pool->nr_classes; c++) {
-        SizeClass *cls = &pool->classes[c];
-        GArray *use = g_array_new(FALSE, FALSE, sizeof(ZspageUse));
-        uint64_t room = 0, moving = 0;
+    return pool->nr_classes;
+}
 
-        g_mutex_lock(&cls->lock);
-        for (uint32_t id = cls->partial_head; id != NO_ID;) {
-            ZspageHeader *h = zspage_header(pool, cls, id);
-            ZspageUse u = { id, h->inuse };
-            g_array_append_val(use, u);
-            room += cls->objs - h->inuse;
-            id = h->next;
-        }
-        g_array_sort(use, by_inuse);
-        /*
-         * Empty the sparsest zspages while what they hold still fits in
-         * the free room of the zspages that stay.
-         */
-        for (guint i = 0; i < use->len; i++) {
-            ZspageUse *u = &g_array_index(use, ZspageUse, i);
-            room -= cls->objs - u->inuse;
-            if (moving + u->inuse > room) {
-                break;
-            }
-            moving += u->inuse;
-            list_del(pool, cls, &cls->partial_head, &cls->partial_tail, u->id);
-            list_add(pool, cls, &cls->evac_head, NULL, u->id, false);
-            zspage_header(pool, cls, u->id)->flags |= FLAG_EVAC;
-        }
-        g_mutex_unlock(&cls->lock);
-        g_array_free(use, TRUE);
+uint64_t vtmem_zpool_compact_begin_class(VtmemZpool *pool, uint32_t c)
+{
+    SizeClass *cls = &pool->classes[c];
+    GArray *use = g_array_new(FALSE, FALSE, sizeof(ZspageUse));
+    uint64_t room = 0, moving = 0, looked;
+
+    g_mutex_lock(&cls->lock);
+    for (uint32_t id = cls->partial_head; id != NO_ID;) {
+        ZspageHeader *h = zspage_header(pool, cls, id);
+        ZspageUse u = { id, h->inuse };
+        g_array_append_val(use, u);
+        room += cls->objs - h->inuse;
+        id = h->next;
     }
+    g_array_sort(use, by_inuse);
+    /*
+     * Empty the sparsest zspages while what they hold still fits in
+     * the free room of the zspages that stay.
+     */
+    for (guint i = 0; i < use->len; i++) {
+        ZspageUse *u = &g_array_index(use, ZspageUse, i);
+        room -= cls->objs - u->inuse;
+        if (moving + u->inuse > room) {
+            break;
+        }
+        moving += u->inuse;
+        list_del(pool, cls, &cls->partial_head, &cls->partial_tail, u->id);
+        list_add(pool, cls, &cls->evac_head, NULL, u->id, false);
+        zspage_header(pool, cls, u->id)->flags |= FLAG_EVAC;
+    }
+    g_mutex_unlock(&cls->lock);
+    looked = use->len;
+    g_array_free(use, TRUE);
+    return looked;
 }
 
 bool vtmem_zpool_compact_move(VtmemZpool *pool, VtmemZhandle *handle,
@@ -599,6 +621,30 @@ void vtmem_zpool_compact_end(VtmemZpool *pool)
         }
         g_mutex_unlock(&cls->lock);
     }
+}
+
+uint64_t vtmem_zpool_resident_bytes(VtmemZpool *pool)
+{
+    uint64_t bytes = 0;
+
+    for (uint32_t c = 0; pool && c < pool->nr_classes; c++) {
+        g_mutex_lock(&pool->classes[c].lock);
+        bytes += vtmem_backing_resident(&pool->classes[c].backing);
+        g_mutex_unlock(&pool->classes[c].lock);
+    }
+    return bytes;
+}
+
+uint64_t vtmem_zpool_free_slot_bytes(VtmemZpool *pool)
+{
+    uint64_t bytes = 0;
+
+    for (uint32_t c = 0; pool && c < pool->nr_classes; c++) {
+        bytes += atomic_load_explicit(&pool->classes[c].free_slots,
+                                      memory_order_relaxed) *
+                 pool->classes[c].size;
+    }
+    return bytes;
 }
 
 uint64_t vtmem_zpool_zspages(VtmemZpool *pool)

@@ -6,8 +6,10 @@
  * to a size class (32-byte steps; neighbours with the same zspage shape are
  * merged); each class carves "zspages" of 1..8 contiguous 4 KiB pages into
  * equal slots: the fewest pages within 1% of the least tail waste that hold
- * at least 8 objects (to share the 40-byte per-zspage cost). Objects may
- * straddle page boundaries since a zspage is one contiguous heap block.
+ * at least 8 objects (to share the 32-byte per-zspage cost). Objects may
+ * straddle page boundaries since a zspage is one contiguous block of the
+ * store's own mappings (vtmem-backing.h), given back to the kernel when
+ * the zspage is freed.
  *
  * Why up to 8 pages, not 4 (Linux also went to 8 in 6.3,
  * ZSMALLOC_CHAIN_SIZE): with 4, objects of 2-3 KiB, common in real memory,
@@ -55,9 +57,9 @@ VtmemZpool *vtmem_zpool_new(uint64_t max_objects, VtmemAccount *acct);
 void vtmem_zpool_destroy(VtmemZpool *pool);
 
 /*
- * Allocate an object of size bytes. May take a new zspage from the heap:
+ * Allocate an object of size bytes. May take a new zspage:
  * VTMEM_ERR_NOSPACE if that would exceed acct's limit, VTMEM_ERR_NOMEM if
- * the heap fails, VTMEM_ERR_INVAL for a size outside 1..4096.
+ * the host refuses memory, VTMEM_ERR_INVAL for a size outside 1..4096.
  */
 vtmem_status vtmem_zpool_alloc(VtmemZpool *pool, size_t size,
                                VtmemZhandle *handle);
@@ -69,14 +71,17 @@ void vtmem_zpool_free(VtmemZpool *pool, VtmemZhandle handle, size_t size);
 
 /*
  * Compaction, in three steps (the caller serialises compactions):
- * begin marks, per class, the sparsest zspages whose objects fit into the
- * free room of the others; then the caller offers every live object to
+ * begin_class marks, for each class c < nr_classes, the sparsest zspages
+ * whose objects fit into the free room of the others (it returns how many
+ * zspages it looked at, a measure of its work); once every class is begun
+ * the caller offers every live object to
  * compact_move (with the handle locked against its other users), which
  * moves it if it sits in a marked zspage and updates *handle; end unmarks
  * what could not be emptied. Returns of compact_move: true if moved;
  * *released grows by the bytes given back when a zspage empties.
  */
-void vtmem_zpool_compact_begin(VtmemZpool *pool);
+uint32_t vtmem_zpool_nr_classes(VtmemZpool *pool);
+uint64_t vtmem_zpool_compact_begin_class(VtmemZpool *pool, uint32_t c);
 bool vtmem_zpool_compact_move(VtmemZpool *pool, VtmemZhandle *handle,
                               size_t size, uint64_t *released);
 void vtmem_zpool_compact_end(VtmemZpool *pool);
@@ -85,6 +90,10 @@ void vtmem_zpool_compact_end(VtmemZpool *pool);
 size_t vtmem_zpool_class_size(size_t size);     /* slot size for size */
 unsigned vtmem_zpool_class_pages(size_t size);  /* pages per zspage */
 uint64_t vtmem_zpool_zspages(VtmemZpool *pool); /* zspages held now */
+/* Bytes of free slots in the zspages held now; lock-free, may lag. */
+uint64_t vtmem_zpool_free_slot_bytes(VtmemZpool *pool);
+/* Bytes of the pool's mappings resident in RAM now (mincore). */
+uint64_t vtmem_zpool_resident_bytes(VtmemZpool *pool);
 
 /* Where the allocator's bytes go (for benchmarks and tuning). */
 typedef struct VtmemZpoolUsage {

@@ -8,16 +8,28 @@
  */
 #include <glib.h>
 #include <lz4.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "vtmem-page.h"
 #include "vtmem-store.h"
+#include "vtmem-store-internal.h"
 #include "vtmem-zpool.h"
 
 #define PAGE VTMEM_STORE_PAGE_SIZE
+/*
+ * The zpool's directory keeps its segments for reuse: 512 entries of 32
+ * bytes each, from the heap; and its top level is charged a page per 512
+ * segments.
+ */
+#define ZPOOL_DIR_SEGMENT vtmem_heap_cost(512 * 32)
+
+#define MIB (UINT64_C(1) << 20)
 
 static unsigned scale_pct = 100;
+/* Under valgrind or ASan the process's own RSS says nothing of the store. */
+static bool under_tool;
 
 static unsigned scaled(unsigned n)
 {
@@ -153,9 +165,13 @@ static void test_same_filled(void)
     g_assert_cmpuint(st.stored_pages, ==, G_N_ELEMENTS(vals));
     g_assert_cmpuint(st.same_filled_pages, ==, G_N_ELEMENTS(vals));
     g_assert_cmpuint(st.compressed_bytes + st.raw_bytes, ==, 0);
-    /* No allocation but the one slot chunk. */
+    /*
+     * No allocation but the one slot chunk (a page), its leaf (512 chunk
+     * pointers) and the region table of the chunks' backing.
+     */
     g_assert_cmpuint(vtmem_zpool_zspages(NULL), ==, 0);
-    g_assert_cmpuint(st.memory_held - held0, <, 5000);
+    g_assert_cmpuint(st.memory_held - held0, <,
+                     PAGE + vtmem_heap_cost(512 * 8) + 256);
     g_assert_cmpuint(st.memory_held, ==, st.metadata_bytes);
     for (unsigned i = 0; i < G_N_ELEMENTS(vals); i++) {
         vtmem_page_fill(page, vals[i]);
@@ -287,7 +303,8 @@ static void test_zpool_sizes(void)
     g_assert_cmpuint(vtmem_zpool_zspages(pool), ==, 0);
     g_assert_cmpuint(atomic_load(&acct.held), ==, atomic_load(&acct.metadata));
     /* directory segments stay (kept for reuse), nothing else */
-    g_assert_cmpuint(atomic_load(&acct.held) - held0, <=, 2 * vtmem_heap_cost(4096));
+    g_assert_cmpuint(atomic_load(&acct.held) - held0, <=,
+                     2 * ZPOOL_DIR_SEGMENT + PAGE);
     vtmem_zpool_destroy(pool);
     g_assert_cmpuint(atomic_load(&acct.held), ==, 0);
     g_assert_cmpuint(atomic_load(&acct.metadata), ==, 0);
@@ -508,6 +525,72 @@ static void test_compact(void)
     vtmem_store_free(s);
 }
 
+/*
+ * Compaction in bounded steps: fragmentation rises when half the objects
+ * go, a pass made of small steps gives it back, every byte survives; on a
+ * huge sparse store a pass takes many steps (each one bounded) and ends.
+ */
+static void test_compact_step(void)
+{
+    const unsigned n = 8000;
+    const uint64_t big = UINT64_C(1) << 32, budget = 4096;
+    VtmemStore *s = vtmem_store_new(big, UINT64_MAX);
+    unsigned char page[PAGE];
+    uint64_t released = 0, steps = 0;
+
+    g_assert_cmpuint(vtmem_store_fragmentation(s), ==, 0);
+    for (unsigned i = 0; i < n; i++) {
+        make_page(KIND_PARTIAL, i, page);
+        /* spread over the table: the walk has to cross it all */
+        g_assert_cmpint(vtmem_store_put(s, (uint64_t)i << 19, page), ==,
+                        VTMEM_OK);
+    }
+    uint64_t frag_full = vtmem_store_fragmentation(s);
+    g_assert_cmpuint(frag_full, <, vtmem_store_memory_held(s) / 10);
+    for (unsigned i = 0; i < n; i += 2) {
+        g_assert_cmpint(vtmem_store_invalidate(s, (uint64_t)i << 19), ==,
+                        VTMEM_OK);
+    }
+    VtmemStoreStats before = stats_of(s);
+    uint64_t frag = vtmem_store_fragmentation(s);
+    g_assert_cmpuint(frag, >, frag_full);
+    g_assert_cmpuint(frag, <, before.memory_held - before.metadata_bytes);
+    while (!vtmem_store_compact_step(s, budget, &released)) {
+        steps++;
+        g_assert_cmpuint(steps, <, 4 * big / budget);
+    }
+    steps++;
+    VtmemStoreStats after = stats_of(s);
+    g_test_message("pass of %" G_GUINT64_FORMAT " steps released %"
+                   G_GUINT64_FORMAT ", fragmentation %" G_GUINT64_FORMAT
+                   " -> %" G_GUINT64_FORMAT, steps, released, frag,
+                   vtmem_store_fragmentation(s));
+    /*
+     * Each step looked at <= budget slots: the n / 2 chunks still in use
+     * hold 495 slots each, and each of those was looked at.
+     */
+    g_assert_cmpuint(steps, >=, n / 2 * 495 / budget);
+    g_assert_cmpuint(after.compactions, ==, 1);
+    g_assert_cmpuint(released, >, 0);
+    g_assert_cmpuint(after.compacted_bytes, ==, released);
+    g_assert_cmpuint(after.memory_held, ==, before.memory_held - released);
+    g_assert_cmpuint(vtmem_store_fragmentation(s), <, frag);
+    for (unsigned i = 0; i < n; i++) {
+        make_page(KIND_PARTIAL, i, page);
+        if (i % 2) {
+            assert_slot_is(s, (uint64_t)i << 19, page);
+        } else {
+            g_assert_cmpint(vtmem_store_get(s, (uint64_t)i << 19, page), ==,
+                            VTMEM_ERR_NOENT);
+        }
+    }
+    /* The next call starts a new pass; NULL released is fine. */
+    g_assert_false(vtmem_store_compact_step(s, 1, NULL));
+    g_assert_true(vtmem_store_compact_step(NULL, 1, NULL));
+    g_assert_cmpuint(vtmem_store_fragmentation(NULL), ==, 0);
+    vtmem_store_free(s);
+}
+
 /* ---- randomised model-based test ---- */
 
 typedef struct ModelSlot {
@@ -534,7 +617,34 @@ static void check_stats(VtmemStore *s, const ModelSlot *m, unsigned n)
                      st.compressed_bytes + st.raw_bytes);
 }
 
-static void test_model(void)
+/* Compaction steps of random sizes in a thread of their own. */
+typedef struct Compactor {
+    VtmemStore *store;
+    guint32 seed;
+    gint stop;
+    uint64_t steps, passes;
+} Compactor;
+
+static gpointer compactor_run(gpointer opaque)
+{
+    Compactor *c = opaque;
+    GRand *rng = g_rand_new_with_seed(c->seed);
+
+    while (!g_atomic_int_get(&c->stop)) {
+        uint64_t budget = g_rand_int_range(rng, 1, 3000);
+        c->passes += vtmem_store_compact_step(c->store, budget, NULL);
+        c->steps++;
+        g_thread_yield();
+    }
+    g_rand_free(rng);
+    return NULL;
+}
+
+/*
+ * Random operations checked against a model of every slot; with
+ * compacting, compaction steps run all along in another thread.
+ */
+static void run_model(bool compacting)
 {
     const unsigned n = 3000, ops = scaled(150000);
     guint32 seed = test_seed();
@@ -543,6 +653,12 @@ static void test_model(void)
     ModelSlot *m = g_new(ModelSlot, n);
     unsigned char page[PAGE], want[PAGE];
     uint64_t limit = UINT64_MAX, held_empty = vtmem_store_memory_held(s);
+    Compactor comp = { .store = s, .seed = seed + 1 };
+    GThread *comp_thread = NULL;
+
+    if (compacting) {
+        comp_thread = g_thread_new("compactor", compactor_run, &comp);
+    }
 
     for (unsigned i = 0; i < n; i++) {
         m[i].kind = NR_KINDS;
@@ -601,8 +717,13 @@ static void test_model(void)
         } else if (what < 965) {                 /* compact */
             uint64_t before = vtmem_store_memory_held(s);
             uint64_t released = vtmem_store_compact(s);
-            g_assert_cmpuint(vtmem_store_memory_held(s), ==,
-                             before - released);
+            if (compacting) {  /* the other thread may release more */
+                g_assert_cmpuint(vtmem_store_memory_held(s), <=,
+                                 before - released);
+            } else {
+                g_assert_cmpuint(vtmem_store_memory_held(s), ==,
+                                 before - released);
+            }
         } else if (what < 990) {                 /* limit change */
             uint64_t held = vtmem_store_memory_held(s);
             switch (g_rand_int_range(rng, 0, 4)) {
@@ -648,14 +769,233 @@ static void test_model(void)
             assert_slot_is(s, i, want);
         }
     }
+    if (compacting) {
+        g_atomic_int_set(&comp.stop, 1);
+        g_thread_join(comp_thread);
+        VtmemStoreStats cs = stats_of(s);
+        g_test_message("%" G_GUINT64_FORMAT " compaction steps, %"
+                       G_GUINT64_FORMAT " passes, %" G_GUINT64_FORMAT
+                       " objects moved", comp.steps, comp.passes,
+                       cs.compacted_objects);
+        g_assert_cmpuint(comp.passes, >, 0);
+        g_assert_cmpuint(cs.compacted_objects, >, 0);
+        /* and after all that moving, every byte is still right */
+        for (unsigned i = 0; i < n; i++) {
+            if (m[i].kind != NR_KINDS) {
+                make_page(m[i].kind, m[i].seed, want);
+                assert_slot_is(s, i, want);
+            }
+        }
+    }
     vtmem_store_invalidate_all(s);
     VtmemStoreStats st = stats_of(s);
     g_assert_cmpuint(st.stored_pages, ==, 0);
     g_assert_cmpuint(st.memory_held, ==, st.metadata_bytes);
     /* Only zspage directory segments may stay (kept for reuse). */
-    g_assert_cmpuint(st.memory_held - held_empty, <=, 8 * 4112);
+    g_assert_cmpuint(st.memory_held - held_empty, <=,
+                     8 * ZPOOL_DIR_SEGMENT + PAGE);
     g_rand_free(rng);
     g_free(m);
+    vtmem_store_free(s);
+}
+
+static void test_model(void) { run_model(false); }
+static void test_model_compacting(void) { run_model(true); }
+
+/* ---- real memory ---- */
+
+/* The process's resident memory now, in bytes. */
+static uint64_t process_rss(void)
+{
+    unsigned long long size = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+
+    g_assert_nonnull(f);
+    g_assert_cmpint(fscanf(f, "%llu %llu", &size, &resident), ==, 2);
+    fclose(f);
+    return resident * PAGE;
+}
+
+/*
+ * What the store's mappings hold in RAM (mincore) stays within memory_held
+ * + 1 MiB; so does what the whole process grew by since rss0 (not under
+ * valgrind or ASan, whose own memory would blur it).
+ */
+static void assert_real_memory(VtmemStore *s, uint64_t rss0, const char *when)
+{
+    uint64_t held = vtmem_store_memory_held(s);
+    uint64_t resident = vtmem_store_resident_bytes(s);
+    uint64_t rss = process_rss();
+
+    g_test_message("%s: memory_held %" G_GUINT64_FORMAT " KiB, store "
+                   "resident %" G_GUINT64_FORMAT " KiB, process RSS grew %"
+                   G_GINT64_FORMAT " KiB", when, held >> 10, resident >> 10,
+                   ((gint64)rss - (gint64)rss0) / 1024);
+    g_assert_cmpuint(resident, <=, held + MIB);
+    if (!under_tool) {
+        g_assert_cmpuint(rss, <=, rss0 + held + MIB);
+    }
+}
+
+/*
+ * Fill the store to its limit from slot base on (pages of every size
+ * class, incompressible ones included), then drop everything but the last
+ * page stored, which must still read back.
+ */
+static void fill_then_drop(VtmemStore *s, uint64_t base)
+{
+    unsigned char page[PAGE];
+    uint64_t slot;
+    vtmem_status st;
+
+    for (slot = base;; slot++) {
+        make_page(slot % 3 ? KIND_PARTIAL : KIND_RANDOM, slot, page);
+        st = vtmem_store_put(s, slot, page);
+        if (st != VTMEM_OK) {
+            break;
+        }
+    }
+    g_assert_cmpint(st, ==, VTMEM_ERR_NOSPACE);
+    g_assert_cmpuint(slot - base, >, 1000);
+    g_assert_cmpuint(vtmem_store_memory_held(s), >,
+                     stats_of(s).limit - 64 * 1024);
+    for (uint64_t i = base; i < slot - 1; i++) {
+        g_assert_cmpint(vtmem_store_invalidate(s, i), ==, VTMEM_OK);
+    }
+    make_page((slot - 1) % 3 ? KIND_PARTIAL : KIND_RANDOM, slot - 1, page);
+    assert_slot_is(s, slot - 1, page);
+}
+
+static void test_rss_one_thread(void)
+{
+    uint64_t rss0 = process_rss();
+    VtmemStore *s = vtmem_store_new(1u << 22, scaled(64) * MIB);
+
+    fill_then_drop(s, 0);
+    assert_real_memory(s, rss0, "after fill and drop");
+    g_assert_cmpuint(vtmem_store_memory_held(s), <, MIB);
+    /* again: freed pages are reused, nothing piles up */
+    fill_then_drop(s, 100000);
+    assert_real_memory(s, rss0, "after the second fill and drop");
+    g_assert_cmpuint(vtmem_store_memory_held(s), <, MIB);
+    vtmem_store_free(s);
+}
+
+/*
+ * The same from 6 long-lived threads in turn (as vCPU threads or
+ * IOThreads would serve requests), each with its own malloc arena: the
+ * memory one thread freed must not stay with it.
+ */
+typedef struct RssTurns {
+    VtmemStore *store;
+    GMutex lock;
+    GCond cond;
+    int ready, turn, done;
+    uint64_t rss0;
+} RssTurns;
+
+typedef struct RssWorker {
+    RssTurns *t;
+    int id;
+} RssWorker;
+
+static gpointer rss_worker(gpointer opaque)
+{
+    RssWorker *w = opaque;
+    RssTurns *t = w->t;
+
+    g_free(g_malloc(64));  /* this thread's malloc arena exists now */
+    g_mutex_lock(&t->lock);
+    t->ready++;
+    g_cond_broadcast(&t->cond);
+    while (t->turn != w->id) {
+        g_cond_wait(&t->cond, &t->lock);
+    }
+    g_mutex_unlock(&t->lock);
+    fill_then_drop(t->store, (uint64_t)w->id * 200000);
+    g_mutex_lock(&t->lock);
+    t->done = w->id;
+    g_cond_broadcast(&t->cond);
+    while (t->turn != -2) {  /* stay alive until all are done */
+        g_cond_wait(&t->cond, &t->lock);
+    }
+    g_mutex_unlock(&t->lock);
+    return NULL;
+}
+
+static void test_rss_six_threads(void)
+{
+    enum { NR = 6 };
+    RssTurns t = { .turn = -1, .done = -1 };
+    RssWorker w[NR];
+    GThread *th[NR];
+
+    g_mutex_init(&t.lock);
+    g_cond_init(&t.cond);
+    for (int i = 0; i < NR; i++) {
+        w[i] = (RssWorker){ &t, i };
+        th[i] = g_thread_new("rss", rss_worker, &w[i]);
+    }
+    g_mutex_lock(&t.lock);
+    while (t.ready < NR) {
+        g_cond_wait(&t.cond, &t.lock);
+    }
+    g_mutex_unlock(&t.lock);
+    t.rss0 = process_rss();
+    t.store = vtmem_store_new(UINT64_C(1) << 22, scaled(32) * MIB);
+    for (int i = 0; i < NR; i++) {
+        g_mutex_lock(&t.lock);
+        t.turn = i;
+        g_cond_broadcast(&t.cond);
+        while (t.done != i) {
+            g_cond_wait(&t.cond, &t.lock);
+        }
+        g_mutex_unlock(&t.lock);
+        char *when = g_strdup_printf("after thread %d's fill and drop", i);
+        assert_real_memory(t.store, t.rss0, when);
+        g_free(when);
+        g_assert_cmpuint(vtmem_store_memory_held(t.store), <, MIB);
+    }
+    g_mutex_lock(&t.lock);
+    t.turn = -2;
+    g_cond_broadcast(&t.cond);
+    g_mutex_unlock(&t.lock);
+    for (int i = 0; i < NR; i++) {
+        g_thread_join(th[i]);
+    }
+    g_assert_cmpuint(stats_of(t.store).stored_pages, ==, NR);
+    vtmem_store_free(t.store);
+    g_cond_clear(&t.cond);
+    g_mutex_clear(&t.lock);
+}
+
+/*
+ * The largest slot table: its metadata is charged as it is used, and a
+ * range invalidation over all of it only visits what was touched.
+ */
+static void test_huge_table(void)
+{
+    const uint64_t big = UINT64_C(1) << 32;
+    VtmemStore *s = vtmem_store_new(big, 256 * MIB);
+    unsigned char a[PAGE], b[PAGE];
+    uint64_t held0 = vtmem_store_memory_held(s), dropped = 0;
+
+    g_test_message("memory_held at creation: %" G_GUINT64_FORMAT " bytes",
+                   held0);
+    g_assert_cmpuint(held0, <, MIB);
+    make_page(KIND_TEXT, 1, a);
+    make_page(KIND_RANDOM, 2, b);
+    g_assert_cmpint(vtmem_store_put(s, 0, a), ==, VTMEM_OK);
+    g_assert_cmpint(vtmem_store_put(s, big - 1, b), ==, VTMEM_OK);
+    assert_slot_is(s, 0, a);
+    assert_slot_is(s, big - 1, b);
+    g_assert_cmpint(vtmem_store_get(s, big / 2, a), ==, VTMEM_ERR_NOENT);
+    /* two leaves, two chunks, two zspages and a directory segment */
+    g_assert_cmpuint(vtmem_store_memory_held(s) - held0, <, 128 * 1024);
+    g_assert_cmpint(vtmem_store_invalidate_range(s, 0, big, &dropped), ==,
+                    VTMEM_OK);
+    g_assert_cmpuint(dropped, ==, 2);
+    g_assert_cmpuint(stats_of(s).stored_pages, ==, 0);
     vtmem_store_free(s);
 }
 
@@ -943,6 +1283,10 @@ int main(int argc, char **argv)
     } else if (preload && strstr(preload, "vgpreload")) {
         scale_pct = 25;  /* under valgrind: same checks, fewer rounds */
     }
+    under_tool = preload && strstr(preload, "vgpreload");
+#ifdef __SANITIZE_ADDRESS__
+    under_tool = true;
+#endif
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/store/new-free", test_new_free);
     g_test_add_func("/store/same-filled", test_same_filled);
@@ -952,7 +1296,12 @@ int main(int argc, char **argv)
     g_test_add_func("/store/iterate", test_iterate);
     g_test_add_func("/store/limit", test_limit);
     g_test_add_func("/store/compact", test_compact);
+    g_test_add_func("/store/compact-step", test_compact_step);
     g_test_add_func("/store/model", test_model);
+    g_test_add_func("/store/model-compacting", test_model_compacting);
+    g_test_add_func("/store/rss/one-thread", test_rss_one_thread);
+    g_test_add_func("/store/rss/six-threads", test_rss_six_threads);
+    g_test_add_func("/store/huge-table", test_huge_table);
     g_test_add_func("/store/metadata", test_metadata);
     g_test_add_func("/store/threads/disjoint", test_threads_disjoint);
     g_test_add_func("/store/threads/overlap", test_threads_overlap);

@@ -24,6 +24,7 @@
 #include "qemu/error-report.h"
 #include "qemu/module.h"
 #include "qemu/main-loop.h"
+#include "qemu/timer.h"
 #include "qemu/uuid.h"
 #include "qapi/error.h"
 #include "qapi/visitor.h"
@@ -34,6 +35,7 @@
 #include "hw/virtio/vtmem-qemu-compat.h"
 #include "block/aio-wait.h"
 #include "migration/vmstate.h"
+#include "trace.h"
 #include "virtio_tmem.h"
 #include "vtmem-store.h"
 #include "vtmem-pool-client.h"
@@ -45,6 +47,41 @@ QEMU_BUILD_BUG_ON(sizeof(struct virtio_tmem_resp) != 4);
 
 #define RESP_SIZE sizeof(struct virtio_tmem_resp)
 #define HDR_SIZE sizeof(struct virtio_tmem_req_hdr)
+#define PAGE_SIZE VIRTIO_TMEM_PAGE_SIZE
+
+/* Not a wire status: the request goes on in steps (virtio_tmem_serve) */
+#define VIRTIO_TMEM_S_PENDING UINT32_MAX
+
+/*
+ * Work one call of the request handler may do before it yields to its
+ * event loop (a bottom half goes on), so that QMP, vCPU exits and other
+ * devices never wait long behind the guest: at most CALL_REQS requests
+ * and CALL_SLOTS slots of INVALIDATE_RANGE/ALL (a dropped page counts as
+ * DROP_COST slots). A range is dropped INVAL_STEP slots per store call.
+ * Measured in the qtests (stats "longest-call-ns"): see docs/virtio-tmem.md.
+ */
+#define VIRTIO_TMEM_CALL_REQS       64
+#define VIRTIO_TMEM_CALL_SLOTS      (1 << 20)
+#define VIRTIO_TMEM_DROP_COST       256
+#define VIRTIO_TMEM_INVAL_STEP      8192
+
+/*
+ * Compaction policy (docs/virtio-tmem.md). A pass runs in steps of
+ * COMPACT_STEP_SLOTS slots from a main-loop bottom half. It starts when the
+ * fragmentation (bytes held beyond what the objects occupy) reaches
+ * 1/2^COMPACT_FRAG_SHIFT of memory held and at least COMPACT_MIN_FRAG;
+ * after an invalidation of at least LARGE_INVAL pages when it reaches
+ * COMPACT_INVAL_FRAG; when the limit is lowered; and on request (the
+ * "compact" property). A PUT that would leave less than two pages below
+ * the limit first runs up to PUT_COMPACT_STEPS steps in the request's own
+ * thread.
+ */
+#define VIRTIO_TMEM_COMPACT_STEP_SLOTS  2048
+#define VIRTIO_TMEM_COMPACT_FRAG_SHIFT  4
+#define VIRTIO_TMEM_COMPACT_MIN_FRAG    (1 * MiB)
+#define VIRTIO_TMEM_COMPACT_INVAL_FRAG  (256 * KiB)
+#define VIRTIO_TMEM_LARGE_INVAL         256
+#define VIRTIO_TMEM_PUT_COMPACT_STEPS   16
 
 static uint32_t virtio_tmem_status(vtmem_status st)
 {
@@ -63,6 +100,100 @@ static uint32_t virtio_tmem_status(vtmem_status st)
     }
 }
 
+static void virtio_tmem_note_max(int64_t *max, int64_t value)
+{
+    /* A statistic: a rare lost update between two threads is harmless. */
+    if (value > qatomic_read(max)) {
+        qatomic_set(max, value);
+    }
+}
+
+/* One bounded compaction step, in any thread (the store serialises). */
+static bool virtio_tmem_compact_step(VirtIOTmem *s, uint64_t *released)
+{
+    int64_t start = get_clock();
+    bool done;
+
+    done = vtmem_store_compact_step(s->store, VIRTIO_TMEM_COMPACT_STEP_SLOTS,
+                                    released);
+    virtio_tmem_note_max(&s->compact_longest_step_ns, get_clock() - start);
+    return done;
+}
+
+/* Main loop: start a compaction pass unless one is running. */
+static void virtio_tmem_compact_start(VirtIOTmem *s, const char *why)
+{
+    if (!s->store || s->compacting) {
+        return;
+    }
+    s->compacting = true;
+    trace_virtio_tmem_compact_start(s, why,
+                                    vtmem_store_fragmentation(s->store),
+                                    vtmem_store_memory_held(s->store));
+    qemu_bh_schedule(s->compact_bh);
+}
+
+static void virtio_tmem_pool_update(VirtIOTmem *s)
+{
+    if (s->pool_client) {
+        uint64_t held = vtmem_store_memory_held(s->store);
+
+        trace_virtio_tmem_pool_update(s, held);
+        /* Sends a message only at granule boundaries. */
+        vtmem_pool_client_update(s->pool_client, held, VTMEM_POOL_WANT_AUTO);
+    }
+}
+
+/* Main loop: one step of the pass, then yield to the loop. */
+static void virtio_tmem_compact_bh(void *opaque)
+{
+    VirtIOTmem *s = opaque;
+    uint64_t released = 0;
+
+    if (!s->compacting) {
+        return;
+    }
+    if (virtio_tmem_compact_step(s, &released)) {
+        s->compacting = false;
+        trace_virtio_tmem_compact_done(s, vtmem_store_memory_held(s->store));
+    } else {
+        qemu_bh_schedule(s->compact_bh);
+    }
+    if (released) {
+        virtio_tmem_pool_update(s);
+    }
+}
+
+/*
+ * Before a PUT close to the limit: compaction may make the room, so run a
+ * few steps here rather than refuse the page. A fruitless try is not
+ * repeated until the fragmentation has grown by a page.
+ */
+static void virtio_tmem_make_room(VirtIOTmem *s)
+{
+    uint64_t limit = qatomic_read(&s->store_limit);
+    uint64_t held = vtmem_store_memory_held(s->store);
+    uint64_t frag, released = 0;
+    int i;
+
+    if (held + 2 * PAGE_SIZE <= limit) {
+        return;
+    }
+    frag = vtmem_store_fragmentation(s->store);
+    if (frag < PAGE_SIZE ||
+        frag < qatomic_read(&s->fruitless_frag) + PAGE_SIZE) {
+        return;
+    }
+    for (i = 0; i < VIRTIO_TMEM_PUT_COMPACT_STEPS && released < PAGE_SIZE;
+         i++) {
+        if (virtio_tmem_compact_step(s, &released)) {
+            break;
+        }
+    }
+    qatomic_set(&s->fruitless_frag, released < PAGE_SIZE ? frag : 0);
+    trace_virtio_tmem_make_room(s, frag, released);
+}
+
 static uint32_t virtio_tmem_put(VirtIOTmem *s, VirtQueueElement *elem,
                                 uint64_t slot)
 {
@@ -70,9 +201,10 @@ static uint32_t virtio_tmem_put(VirtIOTmem *s, VirtQueueElement *elem,
 
     /* Copy the page out: the guest may change it while we compress. */
     if (iov_to_buf(elem->out_sg, elem->out_num, HDR_SIZE, s->bounce,
-                   VIRTIO_TMEM_PAGE_SIZE) != VIRTIO_TMEM_PAGE_SIZE) {
+                   PAGE_SIZE) != PAGE_SIZE) {
         return VIRTIO_TMEM_S_INVAL;
     }
+    virtio_tmem_make_room(s);
     st = vtmem_store_put(s->store, slot, s->bounce);
     if (st != VTMEM_OK && st != VTMEM_ERR_NOSPACE) {
         /* IOERR promises that the slot holds nothing. */
@@ -89,8 +221,7 @@ static uint32_t virtio_tmem_get(VirtIOTmem *s, VirtQueueElement *elem,
     if (st != VTMEM_OK) {
         return virtio_tmem_status(st);
     }
-    iov_from_buf(elem->in_sg, elem->in_num, 0, s->bounce,
-                 VIRTIO_TMEM_PAGE_SIZE);
+    iov_from_buf(elem->in_sg, elem->in_num, 0, s->bounce, PAGE_SIZE);
     return VIRTIO_TMEM_S_OK;
 }
 
@@ -100,7 +231,7 @@ static uint32_t virtio_tmem_invalidate_batch(VirtIOTmem *s,
 {
     size_t len = count * sizeof(uint64_t);
     uint32_t status = VIRTIO_TMEM_S_OK;
-    uint64_t i;
+    uint64_t i, dropped = 0;
 
     if (iov_to_buf(elem->out_sg, elem->out_num, HDR_SIZE, s->batch, len) !=
         len) {
@@ -116,16 +247,33 @@ static uint32_t virtio_tmem_invalidate_batch(VirtIOTmem *s,
     for (i = 0; i < count; i++) {
         vtmem_status st = vtmem_store_invalidate(s->store, s->batch[i]);
 
-        if (st != VTMEM_OK && st != VTMEM_ERR_NOENT) {
+        if (st == VTMEM_OK) {
+            dropped++;
+        } else if (st != VTMEM_ERR_NOENT) {
             status = VIRTIO_TMEM_S_IOERR;
         }
+    }
+    if (dropped >= VIRTIO_TMEM_LARGE_INVAL) {
+        qatomic_set(&s->large_inval, true);
     }
     return status;
 }
 
+/* Start dropping [first, first + count) in steps (virtio_tmem_serve). */
+static uint32_t virtio_tmem_inval_begin(VirtIOTmem *s, uint64_t first,
+                                        uint64_t count)
+{
+    s->inval_next = first;
+    s->inval_end = first + count;
+    s->inval_status = VIRTIO_TMEM_S_OK;
+    s->inval_dropped = 0;
+    return VIRTIO_TMEM_S_PENDING;
+}
+
 /*
  * Carry out one request whose device-writable part is in_len bytes (at
- * least RESP_SIZE). Returns the status to put in the response.
+ * least RESP_SIZE). Returns the status to put in the response, or
+ * VIRTIO_TMEM_S_PENDING for a range dropped in steps.
  */
 static uint32_t virtio_tmem_do_req(VirtIOTmem *s, VirtQueueElement *elem,
                                    size_t out_len, size_t in_len)
@@ -138,32 +286,33 @@ static uint32_t virtio_tmem_do_req(VirtIOTmem *s, VirtQueueElement *elem,
     if (out_len < HDR_SIZE ||
         iov_to_buf(elem->out_sg, elem->out_num, 0, &hdr, HDR_SIZE) !=
         HDR_SIZE) {
+        trace_virtio_tmem_bad_req(s, 0, 0, 0, out_len, in_len);
         return VIRTIO_TMEM_S_INVAL;
     }
     type = le32_to_cpu(hdr.type);
     slot = le64_to_cpu(hdr.slot);
     count = le64_to_cpu(hdr.count);
+    trace_virtio_tmem_req(s, type, slot, count);
 
     switch (type) {
     case VIRTIO_TMEM_T_PUT:
-        if (out_len != HDR_SIZE + VIRTIO_TMEM_PAGE_SIZE ||
+        if (out_len != HDR_SIZE + PAGE_SIZE ||
             in_len != RESP_SIZE || slot >= s->nr_slots) {
-            return VIRTIO_TMEM_S_INVAL;
+            break;
         }
         return virtio_tmem_put(s, elem, slot);
 
     case VIRTIO_TMEM_T_GET:
-        if (out_len != HDR_SIZE ||
-            in_len != VIRTIO_TMEM_PAGE_SIZE + RESP_SIZE ||
+        if (out_len != HDR_SIZE || in_len != PAGE_SIZE + RESP_SIZE ||
             slot >= s->nr_slots) {
-            return VIRTIO_TMEM_S_INVAL;
+            break;
         }
         return virtio_tmem_get(s, elem, slot);
 
     case VIRTIO_TMEM_T_INVALIDATE:
         if (out_len != HDR_SIZE || in_len != RESP_SIZE ||
             slot >= s->nr_slots) {
-            return VIRTIO_TMEM_S_INVAL;
+            break;
         }
         st = vtmem_store_invalidate(s->store, slot);
         return st == VTMEM_ERR_NOENT ? VIRTIO_TMEM_S_OK :
@@ -172,39 +321,223 @@ static uint32_t virtio_tmem_do_req(VirtIOTmem *s, VirtQueueElement *elem,
     case VIRTIO_TMEM_T_INVALIDATE_RANGE:
         if (out_len != HDR_SIZE || in_len != RESP_SIZE ||
             slot > s->nr_slots || count > s->nr_slots - slot) {
-            return VIRTIO_TMEM_S_INVAL;
+            break;
         }
         if (count == 0) {
             return VIRTIO_TMEM_S_OK;
         }
-        return virtio_tmem_status(vtmem_store_invalidate_range(s->store, slot,
-                                                               count, NULL));
+        return virtio_tmem_inval_begin(s, slot, count);
 
     case VIRTIO_TMEM_T_INVALIDATE_ALL:
         if (out_len != HDR_SIZE || in_len != RESP_SIZE) {
-            return VIRTIO_TMEM_S_INVAL;
+            break;
         }
-        vtmem_store_invalidate_all(s->store);
-        return VIRTIO_TMEM_S_OK;
+        return virtio_tmem_inval_begin(s, 0, s->nr_slots);
 
     case VIRTIO_TMEM_T_INVALIDATE_BATCH:
         if (count > VIRTIO_TMEM_MAX_BATCH ||
             out_len != HDR_SIZE + count * sizeof(uint64_t) ||
             in_len != RESP_SIZE) {
-            return VIRTIO_TMEM_S_INVAL;
+            break;
         }
         return virtio_tmem_invalidate_batch(s, elem, count);
 
     default:
+        trace_virtio_tmem_bad_req(s, type, slot, count, out_len, in_len);
         return VIRTIO_TMEM_S_UNSUPP;
+    }
+    trace_virtio_tmem_bad_req(s, type, slot, count, out_len, in_len);
+    return VIRTIO_TMEM_S_INVAL;
+}
+
+/* Write the response and hand elem back to the driver. */
+static void virtio_tmem_complete(VirtIOTmem *s, VirtQueueElement *elem,
+                                 size_t in_len, uint32_t status)
+{
+    struct virtio_tmem_resp resp;
+
+    if (status != VIRTIO_TMEM_S_OK) {
+        /* The device writes every byte it reports in the used length. */
+        iov_memset(elem->in_sg, elem->in_num, 0, 0, in_len - RESP_SIZE);
+    }
+    stl_le_p(&resp.status, status);
+    iov_from_buf(elem->in_sg, elem->in_num, in_len - RESP_SIZE, &resp,
+                 RESP_SIZE);
+    trace_virtio_tmem_resp(s, status, in_len);
+    virtqueue_push(s->vq, elem, in_len);
+    g_free(elem);
+}
+
+/* Is every buffer of elem guest RAM, none an MMIO bounce buffer? */
+static bool virtio_tmem_elem_in_ram(VirtQueueElement *elem)
+{
+    ram_addr_t offset;
+    unsigned i;
+
+    for (i = 0; i < elem->out_num; i++) {
+        if (!memory_region_from_host(elem->out_sg[i].iov_base, &offset)) {
+            return false;
+        }
+    }
+    for (i = 0; i < elem->in_num; i++) {
+        if (!memory_region_from_host(elem->in_sg[i].iov_base, &offset)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * Checks that make the element unusable: the device is then broken
+ * (DEVICE_NEEDS_RESET) and the element is detached with length 0, so
+ * nothing is written back (an MMIO write-back could reset the device
+ * from inside this handler, in the IOThread).
+ */
+static bool virtio_tmem_elem_ok(VirtIOTmem *s, VirtQueueElement *elem,
+                                size_t in_len)
+{
+    VirtIODevice *vdev = VIRTIO_DEVICE(s);
+
+    if (!virtio_tmem_elem_in_ram(elem)) {
+        trace_virtio_tmem_bad_elem(s, "buffer outside guest RAM", in_len);
+        virtio_error(vdev, "virtio-tmem: request buffer outside guest RAM");
+        return false;
+    }
+    if (in_len < RESP_SIZE || in_len > PAGE_SIZE + RESP_SIZE) {
+        trace_virtio_tmem_bad_elem(s, "device-writable size", in_len);
+        virtio_error(vdev, "virtio-tmem: request with %zu device-writable"
+                     " bytes (must be %zu or %zu)", in_len, RESP_SIZE,
+                     PAGE_SIZE + RESP_SIZE);
+        return false;
+    }
+    return true;
+}
+
+/* One step of the range being dropped; returns the budget it used. */
+static uint64_t virtio_tmem_inval_step(VirtIOTmem *s)
+{
+    uint64_t n = MIN(s->inval_end - s->inval_next, VIRTIO_TMEM_INVAL_STEP);
+    uint64_t dropped = 0;
+    vtmem_status st;
+
+    st = vtmem_store_invalidate_range(s->store, s->inval_next, n, &dropped);
+    if (st != VTMEM_OK) {
+        s->inval_status = virtio_tmem_status(st);
+    }
+    s->inval_next += n;
+    s->inval_dropped += dropped;
+    return n + dropped * VIRTIO_TMEM_DROP_COST;
+}
+
+/* The range is dropped: complete its request (none for a reset). */
+static bool virtio_tmem_inval_end(VirtIOTmem *s)
+{
+    VirtQueueElement *elem = s->inval_elem;
+
+    s->inval_next = s->inval_end = 0;
+    if (s->inval_dropped >= VIRTIO_TMEM_LARGE_INVAL) {
+        qatomic_set(&s->large_inval, true);
+    }
+    trace_virtio_tmem_inval_done(s, s->inval_dropped);
+    if (!elem) {
+        return false;
+    }
+    s->inval_elem = NULL;
+    virtio_tmem_complete(s, elem, s->inval_in_len, s->inval_status);
+    return true;
+}
+
+/*
+ * Give up the request in progress (reset, queue reset). The emptying after
+ * a reset (no element) goes on: no page may outlive a reset.
+ */
+static void virtio_tmem_inval_abort(VirtIOTmem *s)
+{
+    if (s->inval_elem) {
+        virtqueue_detach_element(s->vq, s->inval_elem, 0);
+        g_clear_pointer(&s->inval_elem, g_free);
+        s->inval_next = s->inval_end = 0;
     }
 }
 
-static void virtio_tmem_handle_req(VirtIODevice *vdev, VirtQueue *vq)
+/*
+ * Serve the queue within one call's budget, where the queue is served
+ * (the main loop or a vCPU thread, or the IOThread with its AioContext
+ * held while dataplane). Nothing is popped before DRIVER_OK (virtio 1.x
+ * 2.1.2). Requests complete in the order the driver made them available:
+ * a queued INVALIDATE never overtakes a later PUT.
+ */
+static void virtio_tmem_serve(VirtIOTmem *s, bool dataplane)
 {
-    VirtIOTmem *s = VIRTIO_TMEM(vdev);
-    VirtQueueElement *elem;
-    bool pushed = false;
+    VirtIODevice *vdev = VIRTIO_DEVICE(s);
+    int64_t start = get_clock();
+    uint64_t slots = 0;
+    unsigned reqs = 0;
+    bool pushed = false, yield = false;
+
+    for (;;) {
+        VirtQueueElement *elem;
+        size_t out_len, in_len;
+        uint32_t status;
+
+        if (s->inval_next < s->inval_end) {
+            if (slots >= VIRTIO_TMEM_CALL_SLOTS) {
+                yield = true;
+                break;
+            }
+            slots += virtio_tmem_inval_step(s);
+            if (s->inval_next == s->inval_end) {
+                pushed |= virtio_tmem_inval_end(s);
+            }
+            continue;
+        }
+        if (!(vdev->status & VIRTIO_CONFIG_S_DRIVER_OK)) {
+            break;
+        }
+        if (reqs >= VIRTIO_TMEM_CALL_REQS ||
+            slots >= VIRTIO_TMEM_CALL_SLOTS) {
+            yield = true;
+            break;
+        }
+        elem = virtqueue_pop(s->vq, sizeof(VirtQueueElement));
+        if (!elem) {
+            break;
+        }
+        reqs++;
+        out_len = iov_size(elem->out_sg, elem->out_num);
+        in_len = iov_size(elem->in_sg, elem->in_num);
+        if (!virtio_tmem_elem_ok(s, elem, in_len)) {
+            virtqueue_detach_element(s->vq, elem, 0);
+            g_free(elem);
+            break;
+        }
+        status = virtio_tmem_do_req(s, elem, out_len, in_len);
+        if (status == VIRTIO_TMEM_S_PENDING) {
+            s->inval_elem = elem;
+            s->inval_in_len = in_len;
+            continue;
+        }
+        virtio_tmem_complete(s, elem, in_len, status);
+        pushed = true;
+    }
+
+    if (pushed) {
+        vtmem_notify_vq(vdev, s->vq, dataplane);
+    }
+    if (pushed || slots) {
+        /* Usage may have changed: vtmemd, compaction (main loop). */
+        qemu_bh_schedule(s->after_req_bh);
+    }
+    if (yield) {
+        trace_virtio_tmem_yield(s, reqs, slots);
+        qemu_bh_schedule(dataplane ? s->req_bh_iothread : s->req_bh);
+    }
+    virtio_tmem_note_max(&s->longest_call_ns, get_clock() - start);
+}
+
+/* The queue handler, and the rest of a call's work from a bottom half. */
+static void virtio_tmem_run(VirtIOTmem *s)
+{
     /* true: we run in the IOThread (set and cleared in the main loop) */
     bool dataplane = s->dataplane_started;
     AioContext *ctx = dataplane ? iothread_get_aio_context(s->iothread) :
@@ -213,49 +546,31 @@ static void virtio_tmem_handle_req(VirtIODevice *vdev, VirtQueue *vq)
     if (ctx) {
         vtmem_aio_lock(ctx);
     }
-
-    /*
-     * One request at a time, completed in the order the driver made them
-     * available: a queued INVALIDATE never overtakes a later PUT.
-     */
-    while ((elem = virtqueue_pop(vq, sizeof(VirtQueueElement)))) {
-        size_t out_len = iov_size(elem->out_sg, elem->out_num);
-        size_t in_len = iov_size(elem->in_sg, elem->in_num);
-        struct virtio_tmem_resp resp;
-        uint32_t status;
-
-        if (in_len < RESP_SIZE ||
-            in_len > VIRTIO_TMEM_PAGE_SIZE + RESP_SIZE) {
-            virtio_error(vdev, "virtio-tmem: request with %zu device-writable"
-                         " bytes (must be %zu or %zu)", in_len, RESP_SIZE,
-                         VIRTIO_TMEM_PAGE_SIZE + RESP_SIZE);
-            virtqueue_detach_element(vq, elem, 0);
-            g_free(elem);
-            break;
-        }
-
-        status = virtio_tmem_do_req(s, elem, out_len, in_len);
-        if (status != VIRTIO_TMEM_S_OK) {
-            /* The device writes every byte it reports in the used length. */
-            iov_memset(elem->in_sg, elem->in_num, 0, 0, in_len - RESP_SIZE);
-        }
-        stl_le_p(&resp.status, status);
-        iov_from_buf(elem->in_sg, elem->in_num, in_len - RESP_SIZE, &resp,
-                     RESP_SIZE);
-        virtqueue_push(vq, elem, in_len);
-        g_free(elem);
-        pushed = true;
-    }
-    if (pushed) {
-        vtmem_notify_vq(vdev, vq, dataplane);
-        /* Usage may have changed: tell vtmemd (from the main loop). */
-        if (s->pool_bh) {
-            qemu_bh_schedule(s->pool_bh);
-        }
-    }
+    virtio_tmem_serve(s, dataplane);
     if (ctx) {
         vtmem_aio_unlock(ctx);
     }
+}
+
+static void virtio_tmem_handle_req(VirtIODevice *vdev, VirtQueue *vq)
+{
+    virtio_tmem_run(VIRTIO_TMEM(vdev));
+}
+
+/* Main loop; while the dataplane runs, the IOThread owns the queue. */
+static void virtio_tmem_req_bh(void *opaque)
+{
+    VirtIOTmem *s = opaque;
+
+    if (!s->dataplane_started) {
+        virtio_tmem_serve(s, false);
+    }
+}
+
+/* IOThread (cancelled there before the dataplane stops) */
+static void virtio_tmem_req_bh_iothread(void *opaque)
+{
+    virtio_tmem_run(opaque);
 }
 
 /*
@@ -263,24 +578,16 @@ static void virtio_tmem_handle_req(VirtIODevice *vdev, VirtQueue *vq)
  * virtio-blk's dataplane does): the host notifier is attached there while
  * the driver is active (DRIVER_OK), and detached before reset.
  */
-static int (*virtio_tmem_parent_start_ioeventfd)(VirtIODevice *vdev);
-static void (*virtio_tmem_parent_stop_ioeventfd)(VirtIODevice *vdev);
-
-static int virtio_tmem_start_ioeventfd(VirtIODevice *vdev)
+static int virtio_tmem_start_dataplane(VirtIOTmem *s)
 {
-    VirtIOTmem *s = VIRTIO_TMEM(vdev);
-    BusState *qbus = qdev_get_parent_bus(DEVICE(vdev));
+    BusState *qbus = qdev_get_parent_bus(DEVICE(s));
     VirtioBusClass *k = VIRTIO_BUS_GET_CLASS(qbus);
     AioContext *ctx;
     int r;
 
-    if (!s->iothread) {
-        return virtio_tmem_parent_start_ioeventfd(vdev);
-    }
     if (s->dataplane_started) {
         return 0;
     }
-
     r = k->set_guest_notifiers(qbus->parent, 1, true);
     if (r != 0) {
         error_report("virtio-tmem: cannot set up the guest notifier (%d),"
@@ -298,6 +605,7 @@ static int virtio_tmem_start_ioeventfd(VirtIODevice *vdev)
         return -ENOSYS;
     }
     s->dataplane_started = true;
+    trace_virtio_tmem_dataplane(s, true);
 
     ctx = iothread_get_aio_context(s->iothread);
     /* Requests already in the ring */
@@ -314,19 +622,15 @@ static void virtio_tmem_stop_bh(void *opaque)
     AioContext *ctx = iothread_get_aio_context(s->iothread);
 
     virtio_queue_aio_detach_host_notifier(s->vq, ctx);
+    qemu_bh_cancel(s->req_bh_iothread);
 }
 
-static void virtio_tmem_stop_ioeventfd(VirtIODevice *vdev)
+static void virtio_tmem_stop_dataplane(VirtIOTmem *s)
 {
-    VirtIOTmem *s = VIRTIO_TMEM(vdev);
-    BusState *qbus = qdev_get_parent_bus(DEVICE(vdev));
+    BusState *qbus = qdev_get_parent_bus(DEVICE(s));
     VirtioBusClass *k = VIRTIO_BUS_GET_CLASS(qbus);
     AioContext *ctx;
 
-    if (!s->iothread) {
-        virtio_tmem_parent_stop_ioeventfd(vdev);
-        return;
-    }
     if (!s->dataplane_started) {
         return;
     }
@@ -343,6 +647,78 @@ static void virtio_tmem_stop_ioeventfd(VirtIODevice *vdev)
     virtio_bus_cleanup_host_notifier(VIRTIO_BUS(qbus), 0);
     k->set_guest_notifiers(qbus->parent, 1, false);
     s->dataplane_started = false;
+    trace_virtio_tmem_dataplane(s, false);
+    if (s->inval_next < s->inval_end) {
+        /* The range in progress goes on in the main loop. */
+        qemu_bh_schedule(s->req_bh);
+    }
+}
+
+static int virtio_tmem_start_ioeventfd(VirtIODevice *vdev)
+{
+    VirtIOTmem *s = VIRTIO_TMEM(vdev);
+
+    if (!s->iothread) {
+        return VIRTIO_TMEM_GET_CLASS(s)->parent_start_ioeventfd(vdev);
+    }
+    return virtio_tmem_start_dataplane(s);
+}
+
+static void virtio_tmem_stop_ioeventfd(VirtIODevice *vdev)
+{
+    VirtIOTmem *s = VIRTIO_TMEM(vdev);
+
+    if (!s->iothread) {
+        VIRTIO_TMEM_GET_CLASS(s)->parent_stop_ioeventfd(vdev);
+        return;
+    }
+    virtio_tmem_stop_dataplane(s);
+}
+
+/*
+ * Queue reset (VIRTIO_F_RING_RESET; virtio-pci lets the guest write
+ * Q_RESET and Q_ENABLE at any time, from a vCPU thread): the IOThread
+ * stops serving before the ring is cleared, and the request in progress
+ * is dropped. Enabling the queue again restarts it. Enabling a queue
+ * that is in use without a reset first is a driver error: refused.
+ */
+static void virtio_tmem_queue_reset(VirtIODevice *vdev, uint32_t index)
+{
+    VirtIOTmem *s = VIRTIO_TMEM(vdev);
+
+    trace_virtio_tmem_queue_reset(s, index);
+    virtio_tmem_stop_dataplane(s);
+    virtio_tmem_inval_abort(s);
+    s->queue_was_reset = true;
+}
+
+static void virtio_tmem_queue_enable(VirtIODevice *vdev, uint32_t index)
+{
+    VirtIOTmem *s = VIRTIO_TMEM(vdev);
+    BusState *qbus = qdev_get_parent_bus(DEVICE(vdev));
+
+    trace_virtio_tmem_queue_enable(s, index);
+    if ((vdev->status & VIRTIO_CONFIG_S_DRIVER_OK) && !s->queue_was_reset) {
+        virtio_error(vdev, "virtio-tmem: queue enabled while in use"
+                     " (without a queue reset)");
+        return;
+    }
+    s->queue_was_reset = false;
+    if (s->iothread && VIRTIO_BUS(qbus)->ioeventfd_started) {
+        virtio_tmem_start_dataplane(s);
+    }
+    qemu_bh_schedule(s->req_bh);
+}
+
+/* DRIVER_OK: serve what is already in the ring (also without ioeventfd). */
+static void virtio_tmem_set_status(VirtIODevice *vdev, uint8_t status)
+{
+    VirtIOTmem *s = VIRTIO_TMEM(vdev);
+
+    trace_virtio_tmem_set_status(s, status);
+    if (status & VIRTIO_CONFIG_S_DRIVER_OK) {
+        qemu_bh_schedule(s->req_bh);
+    }
 }
 
 static void virtio_tmem_get_config(VirtIODevice *vdev, uint8_t *config_data)
@@ -350,7 +726,7 @@ static void virtio_tmem_get_config(VirtIODevice *vdev, uint8_t *config_data)
     VirtIOTmem *s = VIRTIO_TMEM(vdev);
     struct virtio_tmem_config config = {};
 
-    stl_le_p(&config.page_size, VIRTIO_TMEM_PAGE_SIZE);
+    stl_le_p(&config.page_size, PAGE_SIZE);
     stl_le_p(&config.max_batch, VIRTIO_TMEM_MAX_BATCH);
     stq_le_p(&config.nr_slots, s->nr_slots);
     stq_le_p(&config.limit, s->store_limit);
@@ -358,9 +734,9 @@ static void virtio_tmem_get_config(VirtIODevice *vdev, uint8_t *config_data)
     /*
      * VIRTIO_TMEM_F_SHRINK: shrink_target is the limit the store enforces;
      * a driver that negotiated the feature moves pages away while usage
-     * is above it. Every change is notified (virtio_tmem_apply_limit(); the
-     * notification bumps the config generation, so the driver's two 32-bit
-     * reads of limit or shrink_target are never torn).
+     * is above it. Every change bumps the config generation (and is
+     * notified after DRIVER_OK: virtio_tmem_apply_limit()), so the
+     * driver's two 32-bit reads of limit or shrink_target are never torn.
      */
     stq_le_p(&config.shrink_target, s->store_limit);
     memcpy(config_data, &config, sizeof(config));
@@ -373,30 +749,50 @@ static uint64_t virtio_tmem_get_features(VirtIODevice *vdev, uint64_t features,
     return features;
 }
 
+/*
+ * The IOThread is stopped by now (virtio-pci stops ioeventfd first). The
+ * store is emptied in steps like INVALIDATE_ALL: one call's budget now,
+ * the rest from the main loop; no request is served before it is empty.
+ */
 static void virtio_tmem_reset(VirtIODevice *vdev)
 {
     VirtIOTmem *s = VIRTIO_TMEM(vdev);
 
+    trace_virtio_tmem_reset(s);
+    virtio_tmem_inval_abort(s);
+    s->queue_was_reset = false;
     if (s->store) {
-        vtmem_store_invalidate_all(s->store);
-    }
-    if (s->pool_bh) {
-        qemu_bh_schedule(s->pool_bh);
+        virtio_tmem_inval_begin(s, 0, s->nr_slots);
+        virtio_tmem_serve(s, false);
     }
 }
 
 /*
  * Make the store enforce limit (the config space shows it). Lowering it
- * drops nothing: new PUTs are refused. Main loop only.
+ * drops nothing: new PUTs are refused, and a compaction pass starts.
+ * Main loop only.
  */
-static void virtio_tmem_apply_limit(VirtIOTmem *s, uint64_t limit)
+static void virtio_tmem_apply_limit(VirtIOTmem *s, uint64_t limit,
+                                    const char *source)
 {
-    if (!s->store || limit == s->store_limit) {
+    VirtIODevice *vdev = VIRTIO_DEVICE(s);
+    uint64_t old = s->store_limit;
+
+    if (!s->store || limit == old) {
         return;
     }
-    s->store_limit = limit;
+    trace_virtio_tmem_limit(s, source, old, limit);
+    qatomic_set(&s->store_limit, limit);
     vtmem_store_set_limit(s->store, limit);
-    virtio_notify_config(VIRTIO_DEVICE(s));
+    if (vdev->status & VIRTIO_CONFIG_S_DRIVER_OK) {
+        virtio_notify_config(vdev);
+    } else {
+        /* virtio_notify_config() does nothing before DRIVER_OK */
+        vdev->generation++;
+    }
+    if (limit < old) {
+        virtio_tmem_compact_start(s, "limit lowered");
+    }
 }
 
 /* The pool client (main loop): vtmemd granted a new lease. */
@@ -404,7 +800,7 @@ static uint64_t virtio_tmem_pool_set_limit(void *opaque, uint64_t limit)
 {
     VirtIOTmem *s = opaque;
 
-    virtio_tmem_apply_limit(s, limit);
+    virtio_tmem_apply_limit(s, limit, "pool");
     /* Read after applying the limit: the daemon charges this much. */
     return vtmem_store_memory_held(s->store);
 }
@@ -421,16 +817,27 @@ static const VtmemPoolClientOps virtio_tmem_pool_ops = {
     .get_held = virtio_tmem_pool_get_held,
 };
 
-/* Scheduled after requests (also from the IOThread): report usage. */
-static void virtio_tmem_pool_bh(void *opaque)
+/*
+ * Main loop, scheduled after requests (also from the IOThread): report
+ * usage to vtmemd, and start compaction when the policy says so.
+ */
+static void virtio_tmem_after_req_bh(void *opaque)
 {
     VirtIOTmem *s = opaque;
+    uint64_t held, frag;
 
-    if (s->pool_client) {
-        /* Sends a message only at granule boundaries. */
-        vtmem_pool_client_update(s->pool_client,
-                                 vtmem_store_memory_held(s->store),
-                                 VTMEM_POOL_WANT_AUTO);
+    if (!s->store) {
+        return;
+    }
+    virtio_tmem_pool_update(s);
+    held = vtmem_store_memory_held(s->store);
+    frag = vtmem_store_fragmentation(s->store);
+    if (qatomic_xchg(&s->large_inval, false) &&
+        frag >= VIRTIO_TMEM_COMPACT_INVAL_FRAG) {
+        virtio_tmem_compact_start(s, "large invalidation");
+    } else if (frag >= VIRTIO_TMEM_COMPACT_MIN_FRAG &&
+               frag >= held >> VIRTIO_TMEM_COMPACT_FRAG_SHIFT) {
+        virtio_tmem_compact_start(s, "fragmentation");
     }
 }
 
@@ -466,7 +873,7 @@ static void virtio_tmem_set_limit(Object *obj, Visitor *v, const char *name,
     }
     virtio_tmem_apply_limit(s, s->pool_client ?
                             vtmem_pool_client_set_cap(s->pool_client, value) :
-                            value);
+                            value, "limit");
 }
 
 /* The limit the store enforces: vtmemd's lease capped by "limit". */
@@ -487,50 +894,172 @@ static bool virtio_tmem_get_pool_connected(Object *obj, Error **errp)
     return s->pool_client && vtmem_pool_client_is_connected(s->pool_client);
 }
 
-static void virtio_tmem_get_stat(Object *obj, Visitor *v, const char *name,
-                                 void *opaque, Error **errp)
+/* "compact": true while a pass runs; setting true starts one. */
+static bool virtio_tmem_get_compact(Object *obj, Error **errp)
+{
+    return VIRTIO_TMEM(obj)->compacting;
+}
+
+static void virtio_tmem_set_compact(Object *obj, bool value, Error **errp)
 {
     VirtIOTmem *s = VIRTIO_TMEM(obj);
-    VtmemStoreStats stats = {};
-    uint64_t value;
 
-    if (s->store) {
-        vtmem_store_get_stats(s->store, &stats);
+    if (!s->store) {
+        error_setg(errp, "the device is not realized");
+        return;
     }
-    memcpy(&value, (uint8_t *)&stats + (uintptr_t)opaque, sizeof(value));
-    visit_type_uint64(v, name, &value, errp);
+    if (value) {
+        virtio_tmem_compact_start(s, "requested");
+    }
+}
+
+/* The statistics: one table for the single properties and "stats". */
+typedef struct VirtIOTmemStats {
+    VtmemStoreStats store;
+    uint64_t fragmentation;
+    uint64_t compact_longest_step_ns;
+    uint64_t longest_call_ns;
+} VirtIOTmemStats;
+
+static void virtio_tmem_collect_stats(VirtIOTmem *s, VirtIOTmemStats *st)
+{
+    memset(st, 0, sizeof(*st));
+    if (s->store) {
+        vtmem_store_get_stats(s->store, &st->store);
+        st->fragmentation = vtmem_store_fragmentation(s->store);
+    }
+    st->compact_longest_step_ns = qatomic_read(&s->compact_longest_step_ns);
+    st->longest_call_ns = qatomic_read(&s->longest_call_ns);
 }
 
 #define VIRTIO_TMEM_STAT(name, field) \
-    { name, offsetof(VtmemStoreStats, field) }
+    { name, offsetof(VirtIOTmemStats, field) }
 
 static const struct {
     const char *name;
     size_t offset;
 } virtio_tmem_stats[] = {
-    VIRTIO_TMEM_STAT("stored-pages", stored_pages),
-    VIRTIO_TMEM_STAT("same-filled-pages", same_filled_pages),
-    VIRTIO_TMEM_STAT("raw-pages", raw_pages),
-    VIRTIO_TMEM_STAT("compressed-bytes", compressed_bytes),
-    VIRTIO_TMEM_STAT("memory-held", memory_held),
-    VIRTIO_TMEM_STAT("metadata-bytes", metadata_bytes),
-    VIRTIO_TMEM_STAT("puts", puts),
-    VIRTIO_TMEM_STAT("gets", gets),
-    VIRTIO_TMEM_STAT("invalidations", invalidations),
-    VIRTIO_TMEM_STAT("refusals", refusals),
+    VIRTIO_TMEM_STAT("stored-pages", store.stored_pages),
+    VIRTIO_TMEM_STAT("same-filled-pages", store.same_filled_pages),
+    VIRTIO_TMEM_STAT("raw-pages", store.raw_pages),
+    VIRTIO_TMEM_STAT("compressed-bytes", store.compressed_bytes),
+    VIRTIO_TMEM_STAT("memory-held", store.memory_held),
+    VIRTIO_TMEM_STAT("metadata-bytes", store.metadata_bytes),
+    VIRTIO_TMEM_STAT("puts", store.puts),
+    VIRTIO_TMEM_STAT("gets", store.gets),
+    VIRTIO_TMEM_STAT("invalidations", store.invalidations),
+    VIRTIO_TMEM_STAT("refusals", store.refusals),
+    VIRTIO_TMEM_STAT("fragmentation", fragmentation),
+    VIRTIO_TMEM_STAT("compactions", store.compactions),
+    VIRTIO_TMEM_STAT("compact-objects-moved", store.compacted_objects),
+    VIRTIO_TMEM_STAT("compact-bytes-freed", store.compacted_bytes),
+    VIRTIO_TMEM_STAT("compact-longest-step-ns", compact_longest_step_ns),
+    VIRTIO_TMEM_STAT("longest-call-ns", longest_call_ns),
 };
+
+static uint64_t virtio_tmem_stat_value(const VirtIOTmemStats *st, size_t i)
+{
+    uint64_t value;
+
+    memcpy(&value, (const uint8_t *)st + virtio_tmem_stats[i].offset,
+           sizeof(value));
+    return value;
+}
+
+static void virtio_tmem_get_stat(Object *obj, Visitor *v, const char *name,
+                                 void *opaque, Error **errp)
+{
+    VirtIOTmemStats st;
+    uint64_t value;
+
+    virtio_tmem_collect_stats(VIRTIO_TMEM(obj), &st);
+    value = virtio_tmem_stat_value(&st, (uintptr_t)opaque);
+    visit_type_uint64(v, name, &value, errp);
+}
+
+/* All statistics in one struct, from one snapshot (one QMP round trip). */
+static void virtio_tmem_get_all_stats(Object *obj, Visitor *v,
+                                      const char *name, void *opaque,
+                                      Error **errp)
+{
+    VirtIOTmem *s = VIRTIO_TMEM(obj);
+    VirtIOTmemStats st;
+    uint64_t value;
+    bool ok = true;
+    size_t i;
+
+    virtio_tmem_collect_stats(s, &st);
+    if (!visit_start_struct(v, name, NULL, 0, errp)) {
+        return;
+    }
+    for (i = 0; ok && i < ARRAY_SIZE(virtio_tmem_stats); i++) {
+        value = virtio_tmem_stat_value(&st, i);
+        ok = visit_type_uint64(v, virtio_tmem_stats[i].name, &value, errp);
+    }
+    value = s->store_limit;
+    ok = ok && visit_type_uint64(v, "pool-limit", &value, errp);
+    ok = ok && visit_check_struct(v, errp);
+    visit_end_struct(v, NULL);
+}
 
 void virtio_tmem_add_aliases(Object *obj, Object *vdev)
 {
+    static const char *const props[] = {
+        "limit", "pool-limit", "pool-connected", "compact", "stats",
+    };
     size_t i;
 
-    object_property_add_alias(obj, "limit", vdev, "limit");
-    object_property_add_alias(obj, "pool-limit", vdev, "pool-limit");
-    object_property_add_alias(obj, "pool-connected", vdev, "pool-connected");
+    for (i = 0; i < ARRAY_SIZE(props); i++) {
+        object_property_add_alias(obj, props[i], vdev, props[i]);
+    }
     for (i = 0; i < ARRAY_SIZE(virtio_tmem_stats); i++) {
         object_property_add_alias(obj, virtio_tmem_stats[i].name, vdev,
                                   virtio_tmem_stats[i].name);
     }
+}
+
+/*
+ * Everything realize acquires, freed in reverse; NULL-safe, so realize's
+ * failure paths and unrealize share it.
+ */
+static void virtio_tmem_free_resources(VirtIOTmem *s)
+{
+    g_clear_pointer(&s->compact_bh, qemu_bh_delete);
+    g_clear_pointer(&s->after_req_bh, qemu_bh_delete);
+    g_clear_pointer(&s->req_bh_iothread, qemu_bh_delete);
+    g_clear_pointer(&s->req_bh, qemu_bh_delete);
+    /* Sends BYE: the VM's budget returns to the pool at once. */
+    g_clear_pointer(&s->pool_client, vtmem_pool_client_free);
+    g_clear_pointer(&s->store, vtmem_store_free);
+    g_clear_pointer(&s->bounce, g_free);
+    g_clear_pointer(&s->batch, g_free);
+    vtmem_migrate_del_blocker(&s->migration_blocker);
+}
+
+static bool virtio_tmem_connect_pool(VirtIOTmem *s, Error **errp)
+{
+    g_autofree char *uuid = qemu_uuid_unparse_strdup(&qemu_uuid);
+    GError *gerr = NULL;
+
+    if (!qemu_uuid_set) {
+        warn_report("virtio-tmem: no -uuid: the VM registers with vtmemd"
+                    " as %s; give every VM its own -uuid", uuid);
+    }
+    /* An unreachable daemon is not an error: the client retries. */
+    s->pool_client = vtmem_pool_client_new(s->pool,
+                                           qemu_name ? qemu_name : "",
+                                           uuid, s->limit,
+                                           &virtio_tmem_pool_ops, s,
+                                           NULL, &gerr);
+    if (!s->pool_client) {
+        error_setg(errp, "pool: %s", gerr->message);
+        g_error_free(gerr);
+        return false;
+    }
+    s->store_limit = vtmem_pool_client_get_limit(s->pool_client);
+    vtmem_store_set_limit(s->store, s->store_limit);
+    trace_virtio_tmem_limit(s, "pool", s->limit, s->store_limit);
+    return true;
 }
 
 static void virtio_tmem_device_realize(DeviceState *dev, Error **errp)
@@ -539,14 +1068,13 @@ static void virtio_tmem_device_realize(DeviceState *dev, Error **errp)
     VirtIOTmem *s = VIRTIO_TMEM(dev);
 
     if (s->nr_slots == 0 || s->nr_slots > VIRTIO_TMEM_MAX_SLOTS) {
-        error_setg(errp, "virtio-tmem: 'slots' must be 1 .. %llu",
-                   VIRTIO_TMEM_MAX_SLOTS);
+        error_setg(errp, "'slots' must be 1 .. %llu", VIRTIO_TMEM_MAX_SLOTS);
         return;
     }
     if (s->queue_size < 2 || s->queue_size > VIRTQUEUE_MAX_SIZE ||
         !is_power_of_2(s->queue_size)) {
-        error_setg(errp, "virtio-tmem: 'queue-size' must be a power of 2"
-                   " in 2 .. %d", VIRTQUEUE_MAX_SIZE);
+        error_setg(errp, "'queue-size' must be a power of 2 in 2 .. %d",
+                   VIRTQUEUE_MAX_SIZE);
         return;
     }
 
@@ -556,49 +1084,38 @@ static void virtio_tmem_device_realize(DeviceState *dev, Error **errp)
     if (vtmem_migrate_add_blocker(&s->migration_blocker, errp) < 0) {
         return;
     }
-
     s->store = vtmem_store_new(s->nr_slots, s->limit);
     if (!s->store) {
-        error_setg(errp, "virtio-tmem: cannot create a page store of %"
-                   PRIu64 " slots", s->nr_slots);
-        vtmem_migrate_del_blocker(&s->migration_blocker);
-        return;
+        error_setg(errp, "cannot create a page store of %" PRIu64 " slots",
+                   s->nr_slots);
+        goto fail;
     }
     s->store_limit = s->limit;
-
-    if (s->pool && s->pool[0]) {
-        g_autofree char *uuid = qemu_uuid_unparse_strdup(&qemu_uuid);
-        GError *gerr = NULL;
-
-        if (!qemu_uuid_set) {
-            warn_report("virtio-tmem: no -uuid: the VM registers with vtmemd"
-                        " as %s; give every VM its own -uuid", uuid);
-        }
-        /* An unreachable daemon is not an error: the client retries. */
-        s->pool_client = vtmem_pool_client_new(s->pool,
-                                               qemu_name ? qemu_name : "",
-                                               uuid, s->limit,
-                                               &virtio_tmem_pool_ops, s,
-                                               NULL, &gerr);
-        if (!s->pool_client) {
-            error_setg(errp, "virtio-tmem: pool: %s", gerr->message);
-            g_error_free(gerr);
-            vtmem_store_free(s->store);
-            s->store = NULL;
-            vtmem_migrate_del_blocker(&s->migration_blocker);
-            return;
-        }
-        s->pool_bh = qemu_bh_new_guarded(virtio_tmem_pool_bh, s,
-                                          &DEVICE(s)->mem_reentrancy_guard);
-        s->store_limit = vtmem_pool_client_get_limit(s->pool_client);
-        vtmem_store_set_limit(s->store, s->store_limit);
+    if (s->pool && s->pool[0] && !virtio_tmem_connect_pool(s, errp)) {
+        goto fail;
     }
 
-    s->bounce = g_malloc(VIRTIO_TMEM_PAGE_SIZE);
+    s->bounce = g_malloc(PAGE_SIZE);
     s->batch = g_new(uint64_t, VIRTIO_TMEM_MAX_BATCH);
+    s->req_bh = qemu_bh_new_guarded(virtio_tmem_req_bh, s,
+                                    &dev->mem_reentrancy_guard);
+    if (s->iothread) {
+        s->req_bh_iothread =
+            aio_bh_new_guarded(iothread_get_aio_context(s->iothread),
+                               virtio_tmem_req_bh_iothread, s,
+                               &dev->mem_reentrancy_guard);
+    }
+    s->after_req_bh = qemu_bh_new_guarded(virtio_tmem_after_req_bh, s,
+                                          &dev->mem_reentrancy_guard);
+    s->compact_bh = qemu_bh_new_guarded(virtio_tmem_compact_bh, s,
+                                        &dev->mem_reentrancy_guard);
 
     virtio_init(vdev, VIRTIO_ID_TMEM, sizeof(struct virtio_tmem_config));
     s->vq = virtio_add_queue(vdev, s->queue_size, virtio_tmem_handle_req);
+    return;
+
+fail:
+    virtio_tmem_free_resources(s);
 }
 
 static void virtio_tmem_device_unrealize(DeviceState *dev)
@@ -606,22 +1123,10 @@ static void virtio_tmem_device_unrealize(DeviceState *dev)
     VirtIODevice *vdev = VIRTIO_DEVICE(dev);
     VirtIOTmem *s = VIRTIO_TMEM(dev);
 
+    g_clear_pointer(&s->inval_elem, g_free);
     virtio_delete_queue(s->vq);
     virtio_cleanup(vdev);
-    if (s->pool_bh) {
-        qemu_bh_delete(s->pool_bh);
-        s->pool_bh = NULL;
-    }
-    /* Sends BYE: the VM's budget returns to the pool at once. */
-    vtmem_pool_client_free(s->pool_client);
-    s->pool_client = NULL;
-    vtmem_store_free(s->store);
-    s->store = NULL;
-    g_free(s->bounce);
-    s->bounce = NULL;
-    g_free(s->batch);
-    s->batch = NULL;
-    vtmem_migrate_del_blocker(&s->migration_blocker);
+    virtio_tmem_free_resources(s);
 }
 
 static void virtio_tmem_instance_init(Object *obj)
@@ -665,6 +1170,7 @@ static void virtio_tmem_class_init(ObjectClass *klass,
 {
     DeviceClass *dc = DEVICE_CLASS(klass);
     VirtioDeviceClass *vdc = VIRTIO_DEVICE_CLASS(klass);
+    VirtIOTmemClass *tc = VIRTIO_TMEM_CLASS(klass);
     size_t i;
 
     device_class_set_props(dc, virtio_tmem_properties);
@@ -674,9 +1180,12 @@ static void virtio_tmem_class_init(ObjectClass *klass,
     vdc->unrealize = virtio_tmem_device_unrealize;
     vdc->get_config = virtio_tmem_get_config;
     vdc->get_features = virtio_tmem_get_features;
+    vdc->set_status = virtio_tmem_set_status;
     vdc->reset = virtio_tmem_reset;
-    virtio_tmem_parent_start_ioeventfd = vdc->start_ioeventfd;
-    virtio_tmem_parent_stop_ioeventfd = vdc->stop_ioeventfd;
+    vdc->queue_reset = virtio_tmem_queue_reset;
+    vdc->queue_enable = virtio_tmem_queue_enable;
+    tc->parent_start_ioeventfd = vdc->start_ioeventfd;
+    tc->parent_stop_ioeventfd = vdc->stop_ioeventfd;
     vdc->start_ioeventfd = virtio_tmem_start_ioeventfd;
     vdc->stop_ioeventfd = virtio_tmem_stop_ioeventfd;
 
@@ -693,10 +1202,18 @@ static void virtio_tmem_class_init(ObjectClass *klass,
                                    virtio_tmem_get_pool_connected, NULL);
     object_class_property_set_description(klass, "pool-connected",
         "Registered with vtmemd right now");
+    object_class_property_add_bool(klass, "compact", virtio_tmem_get_compact,
+                                   virtio_tmem_set_compact);
+    object_class_property_set_description(klass, "compact",
+        "A compaction pass is running; set to true to start one");
+    object_class_property_add(klass, "stats", "VirtioTmemStats",
+                              virtio_tmem_get_all_stats, NULL, NULL, NULL);
+    object_class_property_set_description(klass, "stats",
+        "All statistics and pool-limit, from one snapshot");
     for (i = 0; i < ARRAY_SIZE(virtio_tmem_stats); i++) {
         object_class_property_add(klass, virtio_tmem_stats[i].name, "uint64",
                                   virtio_tmem_get_stat, NULL, NULL,
-                                  (void *)virtio_tmem_stats[i].offset);
+                                  (void *)i);
     }
 }
 
@@ -705,6 +1222,7 @@ static const TypeInfo virtio_tmem_info = {
     .parent = TYPE_VIRTIO_DEVICE,
     .instance_size = sizeof(VirtIOTmem),
     .instance_init = virtio_tmem_instance_init,
+    .class_size = sizeof(VirtIOTmemClass),
     .class_init = virtio_tmem_class_init,
 };
 

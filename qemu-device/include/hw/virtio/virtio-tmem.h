@@ -16,7 +16,7 @@
 #include "hw/virtio/vtmem-qemu-compat.h"
 
 #define TYPE_VIRTIO_TMEM "virtio-tmem-device"
-OBJECT_DECLARE_SIMPLE_TYPE(VirtIOTmem, VIRTIO_TMEM)
+OBJECT_DECLARE_TYPE(VirtIOTmem, VirtIOTmemClass, VIRTIO_TMEM)
 
 /* Defaults of the "slots", "limit" and "queue-size" properties. */
 #define VIRTIO_TMEM_DEFAULT_SLOTS       (1ULL << 22)
@@ -39,15 +39,45 @@ struct VirtIOTmem {
     Error *migration_blocker;
     /* The request queue is served in iothread's AioContext */
     bool dataplane_started;
+    /*
+     * The rest of a handler call's work when it ran out of budget: in the
+     * main loop, or in the IOThread while dataplane_started.
+     */
+    QEMUBH *req_bh;
+    QEMUBH *req_bh_iothread;
+    /*
+     * A range of slots being dropped in steps (inval_next < inval_end):
+     * for the request inval_elem (of inval_in_len device-writable bytes;
+     * status so far in inval_status), or for a device reset (no element).
+     * Owned by whoever serves the queue; requests wait behind it.
+     */
+    VirtQueueElement *inval_elem;
+    size_t inval_in_len;
+    uint32_t inval_status;
+    uint64_t inval_next;
+    uint64_t inval_end;
+    uint64_t inval_dropped;
+    /* Q_RESET seen: the next Q_ENABLE may configure the queue again */
+    bool queue_was_reset;
+    /* An invalidation dropped many pages (any thread; read in main loop) */
+    bool large_inval;
+    /* Fragmentation when compacting before a PUT last freed nothing */
+    uint64_t fruitless_frag;
+    /* Main loop, after requests: usage to vtmemd, compaction policy */
+    QEMUBH *after_req_bh;
     /* Lease from vtmemd (NULL: standalone, no "pool" property) */
     VtmemPoolClient *pool_client;
-    /* Reports usage to vtmemd from the main loop after requests */
-    QEMUBH *pool_bh;
     /*
      * The limit the store enforces (config space "limit"): the pool's
      * lease capped by "limit", or "limit" when standalone.
      */
     uint64_t store_limit;
+    /* Compaction pass running in steps from compact_bh (main loop) */
+    QEMUBH *compact_bh;
+    bool compacting;
+    /* Longest compaction step and handler call (ns), for the stats */
+    int64_t compact_longest_step_ns;
+    int64_t longest_call_ns;
 
     /* Properties */
     uint64_t nr_slots;
@@ -57,6 +87,14 @@ struct VirtIOTmem {
     char *pool;
     uint16_t queue_size;
     IOThread *iothread;
+};
+
+struct VirtIOTmemClass {
+    VirtioDeviceClass parent_class;
+
+    /* The virtio bus's ioeventfd handlers (used without an IOThread) */
+    int (*parent_start_ioeventfd)(VirtIODevice *vdev);
+    void (*parent_stop_ioeventfd)(VirtIODevice *vdev);
 };
 
 /*
