@@ -1009,12 +1009,20 @@ void virtio_tmem_add_aliases(Object *obj, Object *vdev)
     };
     size_t i;
 
+    /*
+     * QEMU 10.0's virtio_instance_init_common() aliases every class
+     * property of the backend already; 7.2's only its qdev Properties.
+     */
     for (i = 0; i < ARRAY_SIZE(props); i++) {
-        object_property_add_alias(obj, props[i], vdev, props[i]);
+        if (!object_property_find(obj, props[i])) {
+            object_property_add_alias(obj, props[i], vdev, props[i]);
+        }
     }
     for (i = 0; i < ARRAY_SIZE(virtio_tmem_stats); i++) {
-        object_property_add_alias(obj, virtio_tmem_stats[i].name, vdev,
-                                  virtio_tmem_stats[i].name);
+        if (!object_property_find(obj, virtio_tmem_stats[i].name)) {
+            object_property_add_alias(obj, virtio_tmem_stats[i].name, vdev,
+                                      virtio_tmem_stats[i].name);
+        }
     }
 }
 
