@@ -1,8 +1,9 @@
 #!/bin/sh
 # SPDX-License-Identifier: GPL-2.0-or-later
-# Build Debian's QEMU 7.2 with the virtio-tmem device (qemu-device/), the
-# vtmem page store (host-pool/store/*.c) and the pool client
-# (host-pool/client/*.c, GLib only) compiled in.
+# Build Debian's QEMU (7.2 of Debian 12, or 10.0 of Debian 13) with the
+# virtio-tmem device (qemu-device/), the vtmem page store
+# (host-pool/store/*.c) and the pool client (host-pool/client/*.c, GLib only)
+# compiled in.
 #
 # Usage: build-qemu.sh WORKDIR [plain] [sanitized]
 #   WORKDIR/src        QEMU source: hard-linked copy of the pristine tree in
@@ -11,9 +12,17 @@
 #   WORKDIR/sanitized  same with --enable-sanitizers (ASan + UBSan)
 # Environment: VTMEM_OUT_DIR (if set: symlinks there to the binaries:
 # qemu-system-x86_64, qos-test and, for the sanitized build,
-# qemu-system-x86_64-sanitized, qos-test-sanitized), VTMEM_JOBS (ninja -j), VTMEM_STORE_DIR (default
+# qemu-system-x86_64-sanitized, qos-test-sanitized; for QEMU 10.0 the same
+# names with -10.0 after x86_64 and qos-test), VTMEM_JOBS (ninja -j), VTMEM_STORE_DIR (default
 # host-pool/store), VTMEM_CACHE (default $HOME/.cache/vtmem) holds the Debian
 # source package, fetched once with apt-get source and unpacked once.
+# VTMEM_QEMU_SERIES (default 7.2): 7.2 is the host's own source package
+# (deb-src of Debian 12, cache qemu-src/); 10.0 is Debian 13 (trixie)'s,
+# fetched from the machine's Debian mirror (scripts/apt-mirror.sh) through a
+# private apt state in the cache (the host's apt config is not changed), into
+# qemu-src-10.0/. QEMU 10 needs meson >= 1.5: when the host's is older
+# (Debian 12 has 1.0.1), the meson .deb of bookworm-backports is unpacked in
+# the cache and used for this build only.
 # Nothing of QEMU's source is kept in our repository: the few edits to QEMU's
 # own files below are idempotent (appends, seds, or files regenerated from
 # the pristine tree).
@@ -27,7 +36,12 @@ work=$(cd "$1" && pwd)
 shift
 variants=${*:-plain}
 cache=${VTMEM_CACHE:-$HOME/.cache/vtmem}
-srcroot=$cache/qemu-src
+series=${VTMEM_QEMU_SERIES:-7.2}
+case $series in
+7.2) srcroot=$cache/qemu-src ;;
+10.0) srcroot=$cache/qemu-src-10.0 ;;
+*) echo "build-qemu.sh: unknown VTMEM_QEMU_SERIES '$series' (7.2, 10.0)" >&2; exit 2 ;;
+esac
 jobs=${VTMEM_JOBS:-$(nproc)}
 # The page store sources (VTMEM_STORE_DIR only to try another store).
 store=${VTMEM_STORE_DIR:-$top/host-pool/store}
@@ -41,13 +55,69 @@ if [ -d /usr/lib/ccache ]; then
 	export CCACHE_NOHASHDIR=1
 fi
 
+# apt-get with a private state in the cache for one Debian suite of the
+# machine's mirror; the host's apt config and lists stay untouched. apt checks
+# the files against the suite's signed Release (Debian's keyring).
+private_apt() { # SUITE deb|deb-src APT-GET-ARGS...
+	d=$cache/apt/$2-$1
+	mkdir -p "$d/lists/partial" "$d/archives/partial"
+	if [ ! -f "$d/apt.conf" ]; then
+		mirror=$("$top/scripts/apt-mirror.sh")
+		printf '%s [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s %s main\n' \
+			"$2" "$mirror" "$1" >"$d/sources.list"
+		printf '%s "%s";\n' Dir::Etc::SourceList "$d/sources.list" \
+			Dir::Etc::SourceParts - Dir::State::Lists "$d/lists" \
+			Dir::Cache "$d" APT::Sandbox::User root >"$d/apt.conf.new"
+		mv "$d/apt.conf.new" "$d/apt.conf"
+	fi
+	what="$1 $2"
+	shift 2
+	export APT_CONFIG="$d/apt.conf"
+	ls "$d"/lists/*InRelease >/dev/null 2>&1 || apt-get -q update >&2 ||
+		return 1
+	apt-get -q "$@" >&2 && return 0
+	# The pool drops superseded versions: refresh the lists once.
+	echo "build-qemu.sh: retrying with fresh $what lists" >&2
+	apt-get -q update >&2 && apt-get -q "$@" >&2
+}
+
+fetch_source() {
+	case $series in
+	7.2) apt-get source --download-only qemu ;;
+	10.0) private_apt trixie deb-src source --download-only qemu/trixie ;;
+	esac
+}
+
+# meson for QEMU 10's configure (the +ds source has no bundled meson wheel):
+# the host's if it is >= 1.5, else bookworm-backports' (1.7, python3 and
+# ninja only), unpacked into the cache. Sets mesonpath (for PYTHONPATH).
+meson_ok() { # meson VERSION >= 1.5
+	printf '1.5.0\n%s\n' "$1" | sort -V -C
+}
+mesonpath=
+if [ "$series" = 10.0 ] &&
+   ! meson_ok "$(/usr/bin/python3 -c 'import mesonbuild.coredata as c; print(c.version)' 2>/dev/null || echo 0)"; then
+	mdir=$cache/meson-bookworm-backports
+	mkdir -p "$mdir"
+	(
+		flock 9
+		if [ ! -f "$mdir/.unpacked" ]; then
+			rm -rf "$mdir/root" "$mdir"/meson_*.deb
+			(cd "$mdir" && private_apt bookworm-backports deb download meson/bookworm-backports)
+			dpkg-deb -x "$mdir"/meson_*.deb "$mdir/root"
+			touch "$mdir/.unpacked"
+		fi
+	) 9>"$mdir/.lock"
+	mesonpath=$mdir/root/usr/lib/python3/dist-packages
+fi
+
 # 1. Fetch and unpack Debian's source package once (locked: build dirs share it).
 mkdir -p "$srcroot"
 (
 	flock 9
 	if [ ! -f "$srcroot/.unpacked" ]; then
 		cd "$srcroot"
-		ls qemu_*.dsc >/dev/null 2>&1 || apt-get source --download-only qemu
+		ls qemu_*.dsc >/dev/null 2>&1 || fetch_source
 		dsc=$(ls qemu_*.dsc | sort -V | tail -n 1)
 		for d in qemu-*/; do [ -d "$d" ] && rm -rf "$d"; done
 		dpkg-source -x "$dsc" >/dev/null
@@ -97,6 +167,7 @@ append_text() { # append stdin to $1 without touching the hard-linked original
 install_file "$here/hw/virtio/virtio-tmem.c" "$src/hw/virtio/virtio-tmem.c"
 install_file "$here/hw/virtio/virtio-tmem-pci.c" "$src/hw/virtio/virtio-tmem-pci.c"
 install_file "$here/include/hw/virtio/virtio-tmem.h" "$src/include/hw/virtio/virtio-tmem.h"
+install_file "$here/include/hw/virtio/vtmem-qemu-compat.h" "$src/include/hw/virtio/vtmem-qemu-compat.h"
 install_file "$here/tests/qtest/virtio-tmem-test.c" "$src/tests/qtest/virtio-tmem-test.c"
 install_file "$top/include/virtio_tmem.h" "$src/hw/virtio/vtmem/virtio_tmem.h"
 store_c=""
@@ -137,14 +208,24 @@ grep -q "subdir('vtmem')" "$src/hw/virtio/meson.build" ||
 grep -q "config VIRTIO_TMEM" "$src/hw/virtio/Kconfig" ||
 	printf '\nconfig VIRTIO_TMEM\n    bool\n    default y\n    depends on VIRTIO\n' |
 	append_text "$src/hw/virtio/Kconfig"
-# virtio.c and hw/virtio/trace-events are regenerated from the pristine
-# files on every run (so an older edit never stays behind).
+# virtio.c (10.0: and virtio-qmp.c) and hw/virtio/trace-events are
+# regenerated from the pristine files on every run (so an older edit never
+# stays behind).
 # virtio.c: our name in virtio_device_names[] (virtio_init() asserts one),
 # and our feature names for x-query-virtio-status (its decoder asserts on
 # an unknown device ID); the IDs come from include/virtio_tmem.h.
-awk -f "$here/virtio-c.awk" "$pristine/hw/virtio/virtio.c" >"$work/virtio.c.new" ||
-	{ echo "build-qemu.sh: virtio.c edit failed" >&2; exit 1; }
-install_text "$src/hw/virtio/virtio.c" <"$work/virtio.c.new"
+# QEMU 10.0 has the feature decoder in virtio-qmp.c.
+case $series in
+7.2) edits="virtio.c:include name map case" ;;
+*) edits="virtio.c:include name
+virtio-qmp.c:include map case" ;;
+esac
+echo "$edits" | while IFS=: read -r file parts; do
+	awk -v want="$parts" -f "$here/virtio-c.awk" "$pristine/hw/virtio/$file" \
+		>"$work/$file.new" ||
+		{ echo "build-qemu.sh: $file edit failed" >&2; exit 1; }
+	install_text "$src/hw/virtio/$file" <"$work/$file.new"
+done
 cat "$pristine/hw/virtio/trace-events" "$here/hw/virtio/trace-events" |
 	install_text "$src/hw/virtio/trace-events"
 grep -q "virtio-tmem-test.c" "$src/tests/qtest/meson.build" ||
@@ -153,6 +234,16 @@ grep -q "virtio-tmem-test.c" "$src/tests/qtest/meson.build" ||
 grep -q "virtio-tmem-test.c" "$src/tests/qtest/meson.build" || { echo "build-qemu.sh: qtest meson edit failed" >&2; exit 1; }
 
 # 5. Configure (once per variant) and build.
+pyconf=
+if [ "$series" = 10.0 ]; then
+	# Debian's python3 (it sees Debian's meson when that is new enough).
+	pyconf=--python=/usr/bin/python3
+	if [ -n "$mesonpath" ]; then
+		# configure's venv and ninja's meson re-runs both import it.
+		PYTHONPATH=$mesonpath${PYTHONPATH:+:$PYTHONPATH}
+		export PYTHONPATH
+	fi
+fi
 for v in $variants; do
 	b=$work/$v
 	case $v in
@@ -166,7 +257,7 @@ for v in $variants; do
 		(cd "$b" && "$src/configure" --target-list=x86_64-softmmu \
 			--without-default-features --enable-kvm --enable-tcg \
 			--enable-fdt=system --disable-docs --disable-werror \
-			--disable-install-blobs $extra) >"$work/configure-$v.log" 2>&1 || {
+			--disable-install-blobs $pyconf $extra) >"$work/configure-$v.log" 2>&1 || {
 			tail -n 30 "$work/configure-$v.log" >&2
 			rm -f "$b/build.ninja"
 			exit 1
@@ -183,8 +274,11 @@ for v in $variants; do
 		[ -e "$t" ] || [ -L "$t" ] || ln -s "$f" "$t"
 	done
 	if [ -n "${VTMEM_OUT_DIR:-}" ]; then
+		# 7.2: qemu-system-x86_64[-sanitized];
+		# 10.0: qemu-system-x86_64-10.0[-sanitized]
 		sfx=
-		[ "$v" = plain ] || sfx=-$v
+		[ "$series" = 7.2 ] || sfx=-$series
+		[ "$v" = plain ] || sfx=$sfx-$v
 		mkdir -p "$VTMEM_OUT_DIR"
 		ln -sfn "$b/qemu-system-x86_64" "$VTMEM_OUT_DIR/qemu-system-x86_64$sfx"
 		ln -sfn "$b/tests/qtest/qos-test" "$VTMEM_OUT_DIR/qos-test$sfx"

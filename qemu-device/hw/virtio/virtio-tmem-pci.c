@@ -32,12 +32,12 @@ struct VirtIOTmemPCI {
     VirtIOTmem vdev;
 };
 
-static Property virtio_tmem_pci_properties[] = {
+static VTMEM_PROPERTY_CONST Property virtio_tmem_pci_properties[] = {
     DEFINE_PROP_BIT("ioeventfd", VirtIOPCIProxy, flags,
                     VIRTIO_PCI_FLAG_USE_IOEVENTFD_BIT, true),
     DEFINE_PROP_UINT32("vectors", VirtIOPCIProxy, nvectors,
                        DEV_NVECTORS_UNSPECIFIED),
-    DEFINE_PROP_END_OF_LIST(),
+    VTMEM_PROPERTIES_END
 };
 
 static void virtio_tmem_pci_realize(VirtIOPCIProxy *vpci_dev, Error **errp)
@@ -54,7 +54,8 @@ static void virtio_tmem_pci_realize(VirtIOPCIProxy *vpci_dev, Error **errp)
     qdev_realize(vdev, BUS(&vpci_dev->bus), errp);
 }
 
-static void virtio_tmem_pci_class_init(ObjectClass *klass, void *data)
+static void virtio_tmem_pci_class_init(ObjectClass *klass,
+                                       VTMEM_CLASS_DATA *data)
 {
     DeviceClass *dc = DEVICE_CLASS(klass);
     VirtioPCIClass *k = VIRTIO_PCI_CLASS(klass);

@@ -32,12 +32,9 @@
 #include "hw/virtio/virtio.h"
 #include "hw/virtio/virtio-bus.h"
 #include "hw/virtio/virtio-tmem.h"
+#include "hw/virtio/vtmem-qemu-compat.h"
 #include "block/aio-wait.h"
-#include "exec/memory.h"
-#include "sysemu/iothread.h"
-#include "migration/blocker.h"
 #include "migration/vmstate.h"
-#include "sysemu/sysemu.h"
 #include "trace.h"
 #include "virtio_tmem.h"
 #include "vtmem-store.h"
@@ -525,11 +522,7 @@ static void virtio_tmem_serve(VirtIOTmem *s, bool dataplane)
     }
 
     if (pushed) {
-        if (dataplane) {
-            virtio_notify_irqfd(vdev, s->vq);
-        } else {
-            virtio_notify(vdev, s->vq);
-        }
+        vtmem_notify_vq(vdev, s->vq, dataplane);
     }
     if (pushed || slots) {
         /* Usage may have changed: vtmemd, compaction (main loop). */
@@ -551,11 +544,11 @@ static void virtio_tmem_run(VirtIOTmem *s)
                       NULL;
 
     if (ctx) {
-        aio_context_acquire(ctx);
+        vtmem_aio_lock(ctx);
     }
     virtio_tmem_serve(s, dataplane);
     if (ctx) {
-        aio_context_release(ctx);
+        vtmem_aio_unlock(ctx);
     }
 }
 
@@ -617,9 +610,9 @@ static int virtio_tmem_start_dataplane(VirtIOTmem *s)
     ctx = iothread_get_aio_context(s->iothread);
     /* Requests already in the ring */
     event_notifier_set(virtio_queue_get_host_notifier(s->vq));
-    aio_context_acquire(ctx);
+    vtmem_aio_lock(ctx);
     virtio_queue_aio_attach_host_notifier(s->vq, ctx);
-    aio_context_release(ctx);
+    vtmem_aio_unlock(ctx);
     return 0;
 }
 
@@ -644,9 +637,9 @@ static void virtio_tmem_stop_dataplane(VirtIOTmem *s)
 
     /* After this, no request runs in the IOThread any more. */
     ctx = iothread_get_aio_context(s->iothread);
-    aio_context_acquire(ctx);
+    vtmem_aio_lock(ctx);
     aio_wait_bh_oneshot(ctx, virtio_tmem_stop_bh, s);
-    aio_context_release(ctx);
+    vtmem_aio_unlock(ctx);
 
     memory_region_transaction_begin();
     virtio_bus_set_host_notifier(VIRTIO_BUS(qbus), 0, false);
@@ -1016,12 +1009,20 @@ void virtio_tmem_add_aliases(Object *obj, Object *vdev)
     };
     size_t i;
 
+    /*
+     * QEMU 10.0's virtio_instance_init_common() aliases every class
+     * property of the backend already; 7.2's only its qdev Properties.
+     */
     for (i = 0; i < ARRAY_SIZE(props); i++) {
-        object_property_add_alias(obj, props[i], vdev, props[i]);
+        if (!object_property_find(obj, props[i])) {
+            object_property_add_alias(obj, props[i], vdev, props[i]);
+        }
     }
     for (i = 0; i < ARRAY_SIZE(virtio_tmem_stats); i++) {
-        object_property_add_alias(obj, virtio_tmem_stats[i].name, vdev,
-                                  virtio_tmem_stats[i].name);
+        if (!object_property_find(obj, virtio_tmem_stats[i].name)) {
+            object_property_add_alias(obj, virtio_tmem_stats[i].name, vdev,
+                                      virtio_tmem_stats[i].name);
+        }
     }
 }
 
@@ -1040,10 +1041,7 @@ static void virtio_tmem_free_resources(VirtIOTmem *s)
     g_clear_pointer(&s->store, vtmem_store_free);
     g_clear_pointer(&s->bounce, g_free);
     g_clear_pointer(&s->batch, g_free);
-    if (s->migration_blocker) {
-        migrate_del_blocker(s->migration_blocker);
-        g_clear_pointer(&s->migration_blocker, error_free);
-    }
+    vtmem_migrate_del_blocker(&s->migration_blocker);
 }
 
 static bool virtio_tmem_connect_pool(VirtIOTmem *s, Error **errp)
@@ -1091,8 +1089,7 @@ static void virtio_tmem_device_realize(DeviceState *dev, Error **errp)
     error_setg(&s->migration_blocker, "virtio-tmem does not support"
                " migration yet: the guest's pages held by the device would"
                " be lost");
-    if (migrate_add_blocker(s->migration_blocker, errp) < 0) {
-        g_clear_pointer(&s->migration_blocker, error_free);
+    if (vtmem_migrate_add_blocker(&s->migration_blocker, errp) < 0) {
         return;
     }
     s->store = vtmem_store_new(s->nr_slots, s->limit);
@@ -1164,7 +1161,7 @@ static const VMStateDescription vmstate_virtio_tmem = {
     },
 };
 
-static Property virtio_tmem_properties[] = {
+static VTMEM_PROPERTY_CONST Property virtio_tmem_properties[] = {
     DEFINE_PROP_UINT64("slots", VirtIOTmem, nr_slots,
                        VIRTIO_TMEM_DEFAULT_SLOTS),
     DEFINE_PROP_UINT16("queue-size", VirtIOTmem, queue_size,
@@ -1173,10 +1170,11 @@ static Property virtio_tmem_properties[] = {
                      IOThread *),
     /* vtmemd's socket; unset or empty: standalone on "limit" */
     DEFINE_PROP_STRING("pool", VirtIOTmem, pool),
-    DEFINE_PROP_END_OF_LIST(),
+    VTMEM_PROPERTIES_END
 };
 
-static void virtio_tmem_class_init(ObjectClass *klass, void *data)
+static void virtio_tmem_class_init(ObjectClass *klass,
+                                   VTMEM_CLASS_DATA *data)
 {
     DeviceClass *dc = DEVICE_CLASS(klass);
     VirtioDeviceClass *vdc = VIRTIO_DEVICE_CLASS(klass);

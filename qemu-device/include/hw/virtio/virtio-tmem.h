@@ -13,7 +13,7 @@
 
 #include "hw/virtio/virtio.h"
 #include "qom/object.h"
-#include "sysemu/iothread.h"
+#include "hw/virtio/vtmem-qemu-compat.h"
 
 #define TYPE_VIRTIO_TMEM "virtio-tmem-device"
 OBJECT_DECLARE_TYPE(VirtIOTmem, VirtIOTmemClass, VIRTIO_TMEM)
