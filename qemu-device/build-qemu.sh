@@ -118,13 +118,13 @@ mkdir -p "$srcroot"
 	if [ ! -f "$srcroot/.unpacked" ]; then
 		cd "$srcroot"
 		ls qemu_*.dsc >/dev/null 2>&1 || fetch_source
-		dsc=$(ls qemu_*.dsc | sort -V | tail -n 1)
+		dsc=$(printf '%s\n' qemu_*.dsc | sort -V | tail -n 1)
 		for d in qemu-*/; do [ -d "$d" ] && rm -rf "$d"; done
 		dpkg-source -x "$dsc" >/dev/null
 		touch .unpacked
 	fi
 ) 9>"$srcroot/.lock"
-pristine=$(ls -d "$srcroot"/qemu-*/ | sort -V | tail -n 1)
+pristine=$(printf '%s\n' "$srcroot"/qemu-*/ | sort -V | tail -n 1)
 pristine=${pristine%/}
 
 # 2. Our source tree: hard links to the pristine tree. Every file we change is
