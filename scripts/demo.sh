@@ -14,14 +14,23 @@ mkdir -p build
 if [ -f build/meson-private/coredata.dat ]; then
 	set -- --reconfigure
 fi
-meson setup "$@" build -Dqemu=true -Dguest=true >build/demo-setup.log 2>&1 ||
+# One QEMU series (VTMEM_QEMU_SERIES: 7.2, Debian 12's, or 10.0, Debian 13's)
+# and the module for Debian 12's kernel only: what the demo boots.
+series=${VTMEM_QEMU_SERIES:-7.2}
+case $series in
+7.2) qemu="qemu-system-x86_64" ;;
+10.0) qemu="qemu-system-x86_64-10.0" ;;
+*) echo "VTMEM_QEMU_SERIES must be 7.2 or 10.0" >&2; exit 2 ;;
+esac
+meson setup "$@" build -Dqemu=true -Dqemu_series="$series" -Dguest=true \
+	-Dkernel_matrix=false >build/demo-setup.log 2>&1 ||
 	{ tail -n 20 build/demo-setup.log; exit 1; }
 echo "building QEMU with the device, the guest module and the workload" \
 	"(the first time takes a few minutes)"
 meson compile -C build >build/demo-compile.log 2>&1 ||
 	{ tail -n 40 build/demo-compile.log; exit 1; }
 
-VTMEM_QEMU=$PWD/build/qemu-device/qemu-system-x86_64 \
+VTMEM_QEMU=$PWD/build/qemu-device/$qemu \
 VTMEM_KO=$PWD/build/guest-driver/virtio_tmem.ko \
 VTMEM_SETUP=$PWD/guest-driver/vtmem-setup \
 VTMEM_SWAPVERIFY=$PWD/build/tests/e2e/swapverify \
