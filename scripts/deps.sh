@@ -14,7 +14,8 @@ packages() {
 	test) echo valgrind python3-prometheus-client ;;
 	qemu) echo dpkg-dev libpixman-1-dev libfdt-dev zlib1g-dev python3-venv \
 		seabios qemu-system-data ipxe-qemu ccache ;;
-	guest) echo busybox-static cpio kmod python3 gcc libc6-dev make ;;
+	guest) echo busybox-static cpio kmod python3 gcc libc6-dev make xz-utils \
+		dkms pahole ;;
 	libvirt) echo libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
 		libvirt-dev tini ;;
 	bench) echo stress-ng gnuplot-nox util-linux ;;
