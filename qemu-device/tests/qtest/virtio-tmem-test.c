@@ -899,11 +899,12 @@ static void test_limit(void *obj, void *data, QGuestAllocator *alloc)
     tm_start(&t, obj, alloc);
     g_assert_cmpuint(qvirtio_config_readq(t.dev,
                          offsetof(struct virtio_tmem_config, limit)), ==,
-                     256 * KiB);
+                     128 * KiB);
     /*
-     * Incompressible pages until the device refuses one. 256K: the store's
+     * Incompressible pages until the device refuses one. 128K: the store's
      * own metadata (slot table, zspage directory segments of 16 KiB) takes
-     * about 60 KiB once the first page is in.
+     * about 60 KiB once the first page is in; more pages would run out of
+     * libqos descriptors (it never reuses them) within the test.
      */
     for (i = 0; i < 64 && st == VIRTIO_TMEM_S_OK; i++) {
         pages[i] = make_page(1000 + i);
@@ -913,7 +914,7 @@ static void test_limit(void *obj, void *data, QGuestAllocator *alloc)
     g_assert_cmpuint(st, ==, VIRTIO_TMEM_S_NOSPACE);
     g_assert_cmpuint(n, >, 1);
     g_assert_cmpuint(tm_stat(&t, "refusals"), ==, 1);
-    g_assert_cmpuint(tm_stat(&t, "memory-held"), <=, 256 * KiB);
+    g_assert_cmpuint(tm_stat(&t, "memory-held"), <=, 128 * KiB);
     /* the refused slot holds nothing, the others are intact */
     assert_slot(&t, n - 1, NULL);
     for (i = 0; i < n - 1; i++) {
@@ -1277,7 +1278,12 @@ static void test_invalidate_huge(void *obj, void *data, QGuestAllocator *alloc)
                    " round trip %" PRId64 " us; longest handler call %"
                    PRIu64 " ns", answered, longest,
                    tm_stat(&t, "longest-call-ns"));
-    g_assert_cmpint(answered, >=, 3);
+    /*
+     * The store skips untouched parts of its slot table, so in an IOThread
+     * the whole request may end before the first QMP command: what must
+     * hold is that no handler call and no QMP round trip is long.
+     */
+    g_assert_cmpuint(tm_stat(&t, "longest-call-ns"), <, 100 * 1000 * 1000);
     g_assert_cmpint(longest, <, 500 * 1000);
     req_wait(&t, &r, true);
     g_assert_cmpuint(req_status(&t, &r), ==, VIRTIO_TMEM_S_OK);
@@ -1787,7 +1793,7 @@ static const struct {
     { "invalidate-batch", test_invalidate_batch, .iothread = true },
     { "batching-order", test_batching_order, .iothread = true },
     { "framing", test_framing },
-    { "limit", test_limit, "256K", .iothread = true },
+    { "limit", test_limit, "128K", .iothread = true },
     { "runtime-limit", test_runtime_limit, .iothread = true },
     { "reset", test_reset, .iothread = true },
     { "bad-status", test_bad_status, .iothread = true },
