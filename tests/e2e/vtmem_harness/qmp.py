@@ -78,11 +78,14 @@ class Monitor:
             if time.time() > deadline:
                 raise Fail("QMP socket %s did not appear" % path)
             time.sleep(0.1)
+        # The call that returns the command's result: command() in QEMU
+        # 7.2's client, cmd() in 10.0's (7.2's cmd() returns the raw reply).
+        self.execute = getattr(self.mon, "command", None) or self.mon.cmd
 
     def cmd(self, name, **arguments):
         with self.lock:
             try:
-                ret = self.mon.command(name, **arguments)
+                ret = self.execute(name, **arguments)
             except (self.error, EOFError, OSError) as e:
                 raise Fail("QMP %s: %s" % (name, e))
             finally:
