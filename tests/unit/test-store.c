@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "vtmem-page.h"
+#include "test-seed.h"
 #include "vtmem-store.h"
 #include "vtmem-store-internal.h"
 #include "vtmem-zpool.h"
@@ -35,15 +36,6 @@ static unsigned scaled(unsigned n)
 {
     unsigned v = (unsigned)((uint64_t)n * scale_pct / 100);
     return v ? v : 1;
-}
-
-static guint32 test_seed(void)
-{
-    const char *env = getenv("VTMEM_TEST_SEED");
-    guint32 seed = env ? (guint32)g_ascii_strtoull(env, NULL, 0)
-                       : g_random_int();
-    g_test_message("seed %u (rerun with VTMEM_TEST_SEED=%u)", seed, seed);
-    return seed;
 }
 
 /* ---- page generators: the page is a pure function of (kind, seed) ---- */

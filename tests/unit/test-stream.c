@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "test-seed.h"
 #include "vtmem-store.h"
 #include "vtmem-stream.h"
 
@@ -20,16 +21,6 @@
 #define BIG_SLOTS 300000u
 
 static unsigned scale_pct = 100;
-
-static guint32 test_seed(void)
-{
-    const char *env = getenv("VTMEM_TEST_SEED");
-    guint32 seed = env ? (guint32)g_ascii_strtoull(env, NULL, 0)
-                       : g_random_int();
-
-    g_test_message("seed %u (rerun with VTMEM_TEST_SEED=%u)", seed, seed);
-    return seed;
-}
 
 /*
  * Page content from (slot, version): zero, one word, compressible text,
