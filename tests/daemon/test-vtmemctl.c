@@ -245,6 +245,37 @@ static void test_with_daemon(void)
     g_clear_pointer(&e, g_free);
     /* evict: a registered device is dropped (vtmemd tells it and closes) */
     dev = register_device(sock);
+    /* its counters (held wanted cap refusals stored-pages) */
+    {
+        static const char upd[] = "UPDATE 0 0 1073741824 0 3\n"
+                                  "UPDATE 0 0 1073741824 5 3\n";
+
+        g_assert_cmpint(write(dev, upd, strlen(upd)), ==,
+                        (ssize_t)strlen(upd));
+    }
+    /* status --json carries vtmemd's view of each VM, as the metrics */
+    for (int i = 0; i < 100; i++) {
+        g_clear_pointer(&o, g_free);
+        g_clear_pointer(&e, g_free);
+        g_assert_cmpint(run(&o, &e, "--connect", "test:///default", "status",
+                            "--json", NULL), ==, 0);
+        if (strstr(o, "\"refusals\" : 5")) {
+            break;
+        }
+        g_usleep(20000);
+    }
+    g_assert_nonnull(strstr(o, "\"vm_list\" : [\n      {\n        \"uuid\" : "
+                            "\"00000000-0000-0000-0000-000000000000\",\n"
+                            "        \"name\" : \"vm-evict\",\n"
+                            "        \"connected\" : true,"));
+    g_assert_nonnull(strstr(o, "\"refusals\" : 5"));
+    g_assert_nonnull(strstr(o, "\"stored_pages\" : 3"));
+    g_assert_nonnull(strstr(o, "\"pressed\" : true"));
+    g_assert_nonnull(strstr(o, "\"vm_limit\" : null"));
+    g_assert_nonnull(strstr(o, "\"decisions\" : "));
+    g_assert_nonnull(strstr(o, "\"ceiling\" : 536870912"));
+    g_clear_pointer(&o, g_free);
+    g_clear_pointer(&e, g_free);
     g_assert_cmpint(run(&o, &e, "evict", "00000000-0000-0000-0000-000000000000",
                         NULL), ==, 0);
     g_assert_cmpstr(o, ==, "00000000-0000-0000-0000-000000000000: evicted "
