@@ -458,7 +458,7 @@ static char *status_vm(Daemon *d, const char *uuid, const char *key)
         return NULL;
     }
     p += strlen(pat);
-    return g_strndup(p, strcspn(p, " \n"));
+    return g_strndup(p, strcspn(p, "\n "));
 }
 
 static bool vm_is(Daemon *d, const char *uuid, const char *key,

@@ -335,9 +335,11 @@ static void test_pressed_random(void)
                 g_assert_cmpuint(v[i].alloc, >=, floor_i);
                 continue;
             }
-            /* a pressed VM that wants more is not worse off than an idle
+            /*
+             * a pressed VM that wants more is not worse off than an idle
              * one of the same weight, and better off if that one wants
-             * more too (up to a unit of rounding) */
+             * more too (up to a unit of rounding)
+             */
             if (v[i].alloc >= want(&v[i])) {
                 continue;
             }

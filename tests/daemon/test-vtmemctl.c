@@ -418,7 +418,7 @@ static void test_top(void)
     }
     /* the pool and both VMs, with vtmemd's numbers */
     scr = screen_matching(tsock, "^vm-beta .* idle ", 10000 * scale);
-    g_test_message("screen:\n%s", scr);
+    g_test_message("screen: %s", scr);
     g_assert_true(g_regex_match_simple("\\Avtmemctl top - vtmemd at .* - "
                                        "every 200 ms - q quits\n", scr, 0, 0));
     g_assert_true(g_regex_match_simple("^pool: limit 64.0 MiB, ceiling 64.0"
