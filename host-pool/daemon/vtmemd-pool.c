@@ -16,9 +16,11 @@ bool in_grace(Daemon *d)
     return g_get_monotonic_time() < d->grace_until;
 }
 
+/* A ghost is never pressed: it cannot store anything. */
 bool conn_pressed(const Conn *c)
 {
-    return g_get_monotonic_time() < c->pressed_until;
+    return c->kind == CONN_DEVICE &&
+           g_get_monotonic_time() < c->pressed_until;
 }
 
 static gboolean pressed_over(gpointer data)
