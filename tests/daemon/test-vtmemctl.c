@@ -385,11 +385,12 @@ static void test_top(void)
     g_autofree char *q_ctl = NULL;
     g_autofree char *scr = NULL;
     const char *w = g_getenv("VTMEMCTL_WRAPPER");
+    g_autofree char *tmux_path = g_find_program_in_path("tmux");
     int scale = w && *w ? 20 : 1;
     int a, b;
     pid_t pid;
 
-    if (!g_find_program_in_path("tmux")) {
+    if (!tmux_path) {
         g_test_skip("tmux is not installed (scripts/deps.sh test)");
         return;
     }
