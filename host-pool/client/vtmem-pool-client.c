@@ -42,6 +42,7 @@ struct VtmemPoolClient {
     bool has_counters;      /* the device reports counters */
     VtmemPoolCounters counters, sent_counters;
     gint64 sent_at;         /* monotonic us of the last UPDATE */
+    GSource *report_src;    /* sends a grown refusal count when it fires */
 };
 
 static void client_connect(VtmemPoolClient *c);
@@ -355,6 +356,43 @@ VtmemPoolClient *vtmem_pool_client_new(const char *socket_path,
     return c;
 }
 
+static gboolean report_cb(gpointer data)
+{
+    VtmemPoolClient *c = data;
+
+    g_source_unref(c->report_src);
+    c->report_src = NULL;
+    if (c->lc && c->counters.refusals != c->sent_counters.refusals) {
+        send_update(c);
+    }
+    return G_SOURCE_REMOVE;
+}
+
+/*
+ * A grown refusal count goes out at most every REFUSAL_REPORT_MS: now,
+ * or from a timer when the last UPDATE is more recent (the guest may put
+ * nothing more for a while).
+ */
+static bool refusals_due(VtmemPoolClient *c)
+{
+    gint64 wait = c->sent_at + VTMEM_POOL_REFUSAL_REPORT_MS * 1000 -
+                  g_get_monotonic_time();
+
+    if (!c->has_counters ||
+        c->counters.refusals == c->sent_counters.refusals) {
+        return false;
+    }
+    if (wait <= 0) {
+        return true;
+    }
+    if (!c->report_src) {
+        c->report_src = g_timeout_source_new((guint)(wait / 1000) + 1);
+        g_source_set_callback(c->report_src, report_cb, c, NULL);
+        g_source_attach(c->report_src, c->ctx);
+    }
+    return false;
+}
+
 void vtmem_pool_client_report(VtmemPoolClient *c, uint64_t held,
                               uint64_t wanted,
                               const VtmemPoolCounters *counters)
@@ -373,10 +411,7 @@ void vtmem_pool_client_report(VtmemPoolClient *c, uint64_t held,
         return;     /* sent with the next REGISTER */
     }
     dh = held > c->sent_held ? held - c->sent_held : c->sent_held - held;
-    refused = c->has_counters &&
-              c->counters.refusals != c->sent_counters.refusals &&
-              g_get_monotonic_time() - c->sent_at >=
-              VTMEM_POOL_REFUSAL_REPORT_MS * 1000;
+    refused = refusals_due(c);
     if (c->demand > c->sent_wanted ||
         c->demand + VTMEM_POOL_RELEASE_GRANULES * g <= c->sent_wanted ||
         dh >= g || c->cap != c->sent_cap || refused) {
@@ -419,6 +454,7 @@ void vtmem_pool_client_free(VtmemPoolClient *c)
     client_send(c, VTMEM_POOL_MSG_BYE);
     vtmem_line_conn_free(c->lc);
     drop_source(&c->retry_src);
+    drop_source(&c->report_src);
     g_main_context_unref(c->ctx);
     g_free(c->path);
     g_free(c->name);

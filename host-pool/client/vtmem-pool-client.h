@@ -100,8 +100,9 @@ typedef struct VtmemPoolCounters {
  * vtmem_pool_client_update() with the device's counters: from the first
  * call on, every UPDATE carries them (the daemon's demand signal and
  * metrics). A grown refusal count is also sent on its own, at most once
- * per VTMEM_POOL_REFUSAL_REPORT_MS (checked when this is called: call it
- * after requests). counters NULL: as vtmem_pool_client_update().
+ * per VTMEM_POOL_REFUSAL_REPORT_MS after the last UPDATE (later from a
+ * timer in the client's context if one was sent more recently).
+ * counters NULL: as vtmem_pool_client_update().
  */
 void vtmem_pool_client_report(VtmemPoolClient *client, uint64_t held,
                               uint64_t wanted,
