@@ -87,6 +87,43 @@ static const struct {
     { "charged", "charged" },
     { "granule", "granule" },
     { "vms", "vms" },
+    /* the same values as vtmemd's metrics (docs/vtmemd.md#metrics) */
+    { "ceiling", "ceiling" },
+    { "connections", "connections" },
+    { "rebalances", "rebalances" },
+    { "decisions", "decisions" },
+    { "auto_pool", "auto-pool" },
+    { "auto_changes", "auto-changes" },
+    { "pressure_some_avg10", "pressure-some-avg10" },
+    { "pressure_some_total_us", "pressure-some-total-us" },
+    { "pressure_full_avg10", "pressure-full-avg10" },
+    { "pressure_full_total_us", "pressure-full-total-us" },
+    { "pressed_hold_ms", "pressed-hold-ms" },
+};
+
+typedef enum { VM_INT, VM_TEXT, VM_BOOL, VM_LIMIT } VmFormat;
+
+/* vtmemd's STATUS "VM" members in --json ("daemon": {"vm_list": [...]}) */
+static const struct {
+    const char *json_key, *key;
+    VmFormat format;
+} vm_fields[] = {
+    { "uuid", "uuid", VM_TEXT },
+    { "name", "name", VM_TEXT },
+    { "connected", "connected", VM_BOOL },
+    { "pid", "pid", VM_INT },
+    { "weight", "weight", VM_INT },
+    { "vm_limit", "vm-limit", VM_LIMIT },   /* null: none */
+    { "cap", "cap", VM_INT },
+    { "memory_held", "held", VM_INT },
+    { "wanted", "wanted", VM_INT },
+    { "limit", "limit", VM_INT },
+    { "lease", "charge", VM_INT },
+    { "target", "target", VM_INT },
+    { "stored_pages", "stored-pages", VM_INT },
+    { "refusals", "refusals", VM_INT },
+    { "pressed", "pressed", VM_BOOL },
+    { "reason", "reason", VM_TEXT },
 };
 
 typedef struct Status {
@@ -255,6 +292,41 @@ static void collect_domains(const Vtmemctl *ctl, Status *st)
 
 /* ---- output ---- */
 
+static void json_vm(JsonBuilder *b, GHashTable *vm)
+{
+    json_builder_begin_object(b);
+    for (size_t i = 0; i < G_N_ELEMENTS(vm_fields); i++) {
+        const char *text = g_hash_table_lookup(vm, vm_fields[i].key);
+        uint64_t v = 0;
+        bool num = vtmemctl_kv_u64(vm, vm_fields[i].key, &v);
+
+        if (!text) {
+            continue;   /* an older vtmemd */
+        }
+        json_builder_set_member_name(b, vm_fields[i].json_key);
+        switch (vm_fields[i].format) {
+        case VM_TEXT:
+            json_builder_add_string_value(b, text);
+            break;
+        case VM_BOOL:
+            json_builder_add_boolean_value(b, num && v);
+            break;
+        case VM_LIMIT:
+            if (!num) {
+                json_builder_add_null_value(b);
+                break;
+            }
+            /* fall through */
+        case VM_INT:
+            json_builder_add_int_value(b, v > INT64_MAX ? INT64_MAX
+                                                        : (gint64)v);
+            break;
+        }
+    }
+    json_builder_end_object(b);
+}
+
+
 static void json_daemon(JsonBuilder *b, const Vtmemctl *ctl, Status *st)
 {
     json_builder_begin_object(b);
@@ -265,6 +337,18 @@ static void json_daemon(JsonBuilder *b, const Vtmemctl *ctl, Status *st)
     for (size_t i = 0; !st->daemon_err && i < G_N_ELEMENTS(pool_fields); i++) {
         json_builder_set_member_name(b, pool_fields[i].json_key);
         json_builder_add_int_value(b, (gint64)pool_u64(st, pool_fields[i].key));
+    }
+    if (!st->daemon_err) {
+        GList *keys = g_list_sort(g_hash_table_get_keys(st->vms),
+                                  (GCompareFunc)strcmp);
+
+        json_builder_set_member_name(b, "vm_list");
+        json_builder_begin_array(b);
+        for (GList *k = keys; k; k = k->next) {
+            json_vm(b, g_hash_table_lookup(st->vms, k->data));
+        }
+        json_builder_end_array(b);
+        g_list_free(keys);
     }
     if (st->daemon_err) {
         json_builder_set_member_name(b, "error");

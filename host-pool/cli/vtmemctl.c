@@ -85,6 +85,52 @@ static int cmd_status(const Vtmemctl *ctl, char **args)
     return vtmemctl_status(ctl, status_json);
 }
 
+/* ---- top ---- */
+
+#define TOP_MIN_INTERVAL_MS     100
+#define TOP_MAX_INTERVAL_MS     3600000
+#define TOP_MAX_ITERATIONS      1000000
+
+static guint top_interval_ms = 1000;
+static int top_iterations;
+
+static gboolean parse_top_number(const char *option, const char *value,
+                                 gpointer data, GError **error)
+{
+    bool interval = strcmp(option, "--interval") == 0;
+    uint64_t lo = interval ? TOP_MIN_INTERVAL_MS : 1;
+    uint64_t hi = interval ? TOP_MAX_INTERVAL_MS : TOP_MAX_ITERATIONS;
+    uint64_t v;
+
+    (void)data;
+    if (!vtmem_pool_parse_u64(value, &v) || v < lo || v > hi) {
+        g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "bad %s value '%s' (%" G_GUINT64_FORMAT "..%"
+                    G_GUINT64_FORMAT ")", option, value, lo, hi);
+        return FALSE;
+    }
+    if (interval) {
+        top_interval_ms = (guint)v;
+    } else {
+        top_iterations = (int)v;
+    }
+    return TRUE;
+}
+
+static const GOptionEntry top_options[] = {
+    { "interval", 0, 0, G_OPTION_ARG_CALLBACK, (gpointer)parse_top_number,
+      "Redraw every MS milliseconds (default 1000)", "MS" },
+    { "iterations", 0, 0, G_OPTION_ARG_CALLBACK, (gpointer)parse_top_number,
+      "Stop after N frames (default: until q)", "N" },
+    G_OPTION_ENTRY_NULL
+};
+
+static int cmd_top(const Vtmemctl *ctl, char **args)
+{
+    (void)args;
+    return vtmemctl_top(ctl, top_interval_ms, top_iterations);
+}
+
 /* ---- set-limit ---- */
 
 /* A limit (at most VTMEM_POOL_MAX_BYTES: an int64) as a QMP value */
@@ -334,6 +380,8 @@ static int cmd_evict(const Vtmemctl *ctl, char **args)
 static const VtmemctlCommand commands[] = {
     { "status", "", 0, "the pool and every running domain's device",
       status_options, cmd_status },
+    { "top", "", 0, "vtmemd's pool and VMs, redrawn (q quits)", top_options,
+      cmd_top },
     { "set-limit", "DOMAIN SIZE", 2, "device limit: live (QMP) and persisted",
       NULL, cmd_set_limit },
     { "set-weight", "DOMAIN N", 2, "weight 1..10000: live (vtmemd), persisted",

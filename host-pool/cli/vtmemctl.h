@@ -3,6 +3,7 @@
  * vtmemctl's private interfaces between its files:
  *   vtmemctl.c         options, the command table, the commands
  *   vtmemctl-status.c  status: collection, and text/JSON from one table
+ *   vtmemctl-top.c     top: vtmemd's view, redrawn in the terminal
  *   vtmemctl-virt.c    libvirt: domains, QMP qom-get/qom-set, the device
  *   vtmemctl-meta.c    the per-VM settings in the domain metadata
  *   vtmemctl-daemon.c  the request to vtmemd
@@ -95,5 +96,14 @@ int vtmemctl_meta_write(virDomainPtr dom, const char *name,
 /* ---- status (vtmemctl-status.c) ---- */
 
 int vtmemctl_status(const Vtmemctl *ctl, bool json);
+
+/* ---- top (vtmemctl-top.c) ---- */
+
+/*
+ * Redraw vtmemd's view every interval_ms until 'q', SIGINT or SIGTERM
+ * (iterations > 0: after that many frames). Returns the last refresh's
+ * code (0, or VTMEMCTL_EXIT_DAEMON/REFUSED).
+ */
+int vtmemctl_top(const Vtmemctl *ctl, guint interval_ms, int iterations);
 
 #endif /* VTMEMCTL_H */

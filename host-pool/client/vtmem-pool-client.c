@@ -39,6 +39,10 @@ struct VtmemPoolClient {
     uint64_t held;          /* last held reported by the device */
     uint64_t demand;        /* last demand computed */
     uint64_t sent_held, sent_wanted, sent_cap;
+    bool has_counters;      /* the device reports counters */
+    VtmemPoolCounters counters, sent_counters;
+    gint64 sent_at;         /* monotonic us of the last UPDATE */
+    GSource *report_src;    /* sends a grown refusal count when it fires */
 };
 
 static void client_connect(VtmemPoolClient *c);
@@ -137,9 +141,19 @@ static void send_update(VtmemPoolClient *c)
     c->sent_held = c->held;
     c->sent_wanted = c->demand;
     c->sent_cap = c->cap;
+    c->sent_at = g_get_monotonic_time();
+    if (!c->has_counters) {
+        client_send(c, VTMEM_POOL_MSG_UPDATE " %" G_GUINT64_FORMAT
+                    " %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT,
+                    c->held, c->demand, c->cap);
+        return;
+    }
+    c->sent_counters = c->counters;
     client_send(c, VTMEM_POOL_MSG_UPDATE " %" G_GUINT64_FORMAT
-                " %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT,
-                c->held, c->demand, c->cap);
+                " %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT " %"
+                G_GUINT64_FORMAT " %" G_GUINT64_FORMAT,
+                c->held, c->demand, c->cap, c->counters.refusals,
+                c->counters.stored_pages);
 }
 
 static void handle_line(VtmemPoolClient *c, const char *line)
@@ -285,6 +299,10 @@ static void client_connect(VtmemPoolClient *c)
                 G_GUINT64_FORMAT " %s",
                 VTMEM_POOL_PROTO_VERSION, c->uuid, c->held, c->limit, c->cap,
                 c->demand, c->name);
+    if (c->has_counters) {
+        /* REGISTER has no room for them */
+        send_update(c);
+    }
 }
 
 VtmemPoolClient *vtmem_pool_client_new(const char *socket_path,
@@ -338,24 +356,73 @@ VtmemPoolClient *vtmem_pool_client_new(const char *socket_path,
     return c;
 }
 
-void vtmem_pool_client_update(VtmemPoolClient *c, uint64_t held,
-                              uint64_t wanted)
+static gboolean report_cb(gpointer data)
+{
+    VtmemPoolClient *c = data;
 
+    g_source_unref(c->report_src);
+    c->report_src = NULL;
+    if (c->lc && c->counters.refusals != c->sent_counters.refusals) {
+        send_update(c);
+    }
+    return G_SOURCE_REMOVE;
+}
+
+/*
+ * A grown refusal count goes out at most every REFUSAL_REPORT_MS: now,
+ * or from a timer when the last UPDATE is more recent (the guest may put
+ * nothing more for a while).
+ */
+static bool refusals_due(VtmemPoolClient *c)
+{
+    gint64 wait = c->sent_at + VTMEM_POOL_REFUSAL_REPORT_MS * 1000 -
+                  g_get_monotonic_time();
+
+    if (!c->has_counters ||
+        c->counters.refusals == c->sent_counters.refusals) {
+        return false;
+    }
+    if (wait <= 0) {
+        return true;
+    }
+    if (!c->report_src) {
+        c->report_src = g_timeout_source_new((guint)(wait / 1000) + 1);
+        g_source_set_callback(c->report_src, report_cb, c, NULL);
+        g_source_attach(c->report_src, c->ctx);
+    }
+    return false;
+}
+
+void vtmem_pool_client_report(VtmemPoolClient *c, uint64_t held,
+                              uint64_t wanted,
+                              const VtmemPoolCounters *counters)
 {
     uint64_t g = c->granule;
     uint64_t dh;
+    bool refused;
 
     c->held = held;
     c->demand = wanted != VTMEM_POOL_WANT_AUTO ? wanted : auto_demand(c, held);
+    if (counters) {
+        c->has_counters = true;
+        c->counters = *counters;
+    }
     if (!c->lc) {
         return;     /* sent with the next REGISTER */
     }
     dh = held > c->sent_held ? held - c->sent_held : c->sent_held - held;
+    refused = refusals_due(c);
     if (c->demand > c->sent_wanted ||
         c->demand + VTMEM_POOL_RELEASE_GRANULES * g <= c->sent_wanted ||
-        dh >= g || c->cap != c->sent_cap) {
+        dh >= g || c->cap != c->sent_cap || refused) {
         send_update(c);
     }
+}
+
+void vtmem_pool_client_update(VtmemPoolClient *c, uint64_t held,
+                              uint64_t wanted)
+{
+    vtmem_pool_client_report(c, held, wanted, NULL);
 }
 
 uint64_t vtmem_pool_client_set_cap(VtmemPoolClient *c, uint64_t cap)
@@ -387,6 +454,7 @@ void vtmem_pool_client_free(VtmemPoolClient *c)
     client_send(c, VTMEM_POOL_MSG_BYE);
     vtmem_line_conn_free(c->lc);
     drop_source(&c->retry_src);
+    drop_source(&c->report_src);
     g_main_context_unref(c->ctx);
     g_free(c->path);
     g_free(c->name);

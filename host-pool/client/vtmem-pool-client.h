@@ -90,6 +90,24 @@ VtmemPoolClient *vtmem_pool_client_new(const char *socket_path,
 void vtmem_pool_client_update(VtmemPoolClient *client, uint64_t held,
                               uint64_t wanted);
 
+/* The device's counters, for vtmem_pool_client_report(). */
+typedef struct VtmemPoolCounters {
+    uint64_t refusals;      /* puts refused for the limit, ever */
+    uint64_t stored_pages;  /* pages stored now */
+} VtmemPoolCounters;
+
+/*
+ * vtmem_pool_client_update() with the device's counters: from the first
+ * call on, every UPDATE carries them (the daemon's demand signal and
+ * metrics). A grown refusal count is also sent on its own, at most once
+ * per VTMEM_POOL_REFUSAL_REPORT_MS after the last UPDATE (later from a
+ * timer in the client's context if one was sent more recently).
+ * counters NULL: as vtmem_pool_client_update().
+ */
+void vtmem_pool_client_report(VtmemPoolClient *client, uint64_t held,
+                              uint64_t wanted,
+                              const VtmemPoolCounters *counters);
+
 
 /*
  * The operator changed the device's own limit (QOM `limit` set). Returns

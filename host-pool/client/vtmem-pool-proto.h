@@ -63,10 +63,17 @@
 #define VTMEM_POOL_HEADROOM_GRANULES    1
 #define VTMEM_POOL_RELEASE_GRANULES     2
 
+/*
+ * A device reports a grown refusal count (its demand signal) at most once
+ * per this many ms when nothing else changed.
+ */
+#define VTMEM_POOL_REFUSAL_REPORT_MS    100
+
 /* Device -> daemon */
 /* REGISTER version uuid held limit cap wanted name */
 #define VTMEM_POOL_MSG_REGISTER         "REGISTER"
-#define VTMEM_POOL_MSG_UPDATE           "UPDATE"        /* held wanted cap */
+/* held wanted cap [refusals stored-pages] */
+#define VTMEM_POOL_MSG_UPDATE           "UPDATE"
 #define VTMEM_POOL_MSG_ACK              "ACK"           /* seq held */
 #define VTMEM_POOL_MSG_BYE              "BYE"           /* (no fields) */
 /* Daemon -> device */

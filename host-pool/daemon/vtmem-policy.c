@@ -17,7 +17,7 @@ static uint64_t weight_of(const VtmemShare *s)
     return s->weight ? s->weight : 1;
 }
 
-void vtmem_policy_allocate(VtmemShare *v, size_t n, uint64_t total)
+void vtmem_policy_allocate_fair(VtmemShare *v, size_t n, uint64_t total)
 {
     g_autofree bool *active = NULL;
     g_autofree uint64_t *frac = NULL;
@@ -102,6 +102,95 @@ void vtmem_policy_allocate(VtmemShare *v, size_t n, uint64_t total)
             }
         }
         break;
+    }
+}
+
+const char *vtmem_share_reason_name(VtmemShareReason r)
+{
+    static const char *const names[] = {
+        [VTMEM_SHARE_WANT] = "want",
+        [VTMEM_SHARE_CAP] = "cap",
+        [VTMEM_SHARE_FAIR] = "fair",
+        [VTMEM_SHARE_PRESSED] = "pressed",
+        [VTMEM_SHARE_LENT] = "lent",
+    };
+
+    return (size_t)r < G_N_ELEMENTS(names) ? names[r] : "?";
+}
+
+/*
+ * Among the VMs with pressed == which: each gets floor[i] (their sum is
+ * at most budget) plus a weighted max-min share of the rest of budget
+ * up to its want. Returns the units used.
+ */
+static uint64_t allocate_group(VtmemShare *v, size_t n, bool which,
+                               const uint64_t *floor, uint64_t budget)
+{
+    g_autofree VtmemShare *g = g_new(VtmemShare, n ? n : 1);
+    size_t m = 0, i;
+    uint64_t used = 0;
+
+    for (i = 0; i < n; i++) {
+        if (v[i].pressed == which) {
+            g[m] = v[i];
+            g[m].demand = want_of(&v[i]) - floor[i];
+            g[m].cap = UINT64_MAX;
+            budget -= floor[i];
+            m++;
+        }
+    }
+    vtmem_policy_allocate_fair(g, m, budget);
+    for (i = 0, m = 0; i < n; i++) {
+        if (v[i].pressed == which) {
+            v[i].alloc = floor[i] + g[m++].alloc;
+            used += v[i].alloc;
+        }
+    }
+    return used;
+}
+
+void vtmem_policy_allocate(VtmemShare *v, size_t n, uint64_t total)
+{
+    g_autofree uint64_t *floor = NULL;
+    size_t n_pressed = 0, i;
+    bool mixed;
+
+    for (i = 0; i < n; i++) {
+        n_pressed += v[i].pressed;
+    }
+    mixed = n_pressed > 0 && n_pressed < n;
+    if (!mixed) {
+        vtmem_policy_allocate_fair(v, n, total);
+    } else {
+        u128 wsum = 0, floors = 0;
+
+        floor = g_new0(uint64_t, n);
+        for (i = 0; i < n; i++) {
+            wsum += weight_of(&v[i]);
+        }
+        for (i = 0; i < n; i++) {
+            if (!v[i].pressed) {
+                u128 f = (u128)total * weight_of(&v[i]) *
+                         VTMEM_POLICY_IDLE_KEEP_PCT / (wsum * 100);
+
+                floor[i] = f < want_of(&v[i]) ? (uint64_t)f : want_of(&v[i]);
+                floors += floor[i];
+            }
+        }
+        /* floors <= total * KEEP_PCT / 100: the idle VMs' guarantee */
+        total -= allocate_group(v, n, true, floor, total - (uint64_t)floors);
+        allocate_group(v, n, false, floor, total);
+    }
+    for (i = 0; i < n; i++) {
+        if (v[i].alloc >= want_of(&v[i])) {
+            v[i].reason = v[i].cap < v[i].demand ? VTMEM_SHARE_CAP
+                                                 : VTMEM_SHARE_WANT;
+        } else if (!mixed) {
+            v[i].reason = VTMEM_SHARE_FAIR;
+        } else {
+            v[i].reason = v[i].pressed ? VTMEM_SHARE_PRESSED
+                                       : VTMEM_SHARE_LENT;
+        }
     }
 }
 

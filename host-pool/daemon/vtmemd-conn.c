@@ -317,7 +317,8 @@ static void handle_line(Conn *c, const char *line)
         handle_register(c, f, nf);
         return;
     }
-    f = vtmem_pool_split(line, 4, &nf);
+    /* UPDATE has the most fields: 6 (the last one takes the rest) */
+    f = vtmem_pool_split(line, c->kind == CONN_DEVICE ? 6 : 4, &nf);
     if (!f) {
         conn_fail(c, "malformed line");
         return;

@@ -25,12 +25,20 @@ static void send_status(Conn *c)
               G_GUINT64_FORMAT " granule=%llu vms=%u grace-ms=%" G_GINT64_FORMAT
               " version=%d connections=%u max-connections=%u rebalances=%"
               G_GUINT64_FORMAT " ceiling=%" G_GUINT64_FORMAT " auto-pool=%d"
-              " pressure-some-centi=%u", d->pool_limit, total_charge(d),
+              " pressure-some-centi=%u auto-changes=%" G_GUINT64_FORMAT
+              " decisions=%" G_GUINT64_FORMAT " pressure-some-avg10=%u"
+              " pressure-some-total-us=%" G_GUINT64_FORMAT
+              " pressure-full-avg10=%u pressure-full-total-us=%"
+              G_GUINT64_FORMAT " pressed-hold-ms=%" G_GINT64_FORMAT,
+              d->pool_limit, total_charge(d),
               VTMEM_POOL_GRANULE, nvm,
               d->grace_until > now ? (d->grace_until - now) / 1000 : 0,
               VTMEM_POOL_PROTO_VERSION, d->n_conns, d->max_conns,
               d->n_rebalances, d->pool_ceiling, d->auto_pool,
-              d->last_pressure);
+              d->last_pressure, d->n_autopool_changes, d->n_decisions,
+              d->last_reading.some_avg10, d->last_reading.some_total_us,
+              d->last_reading.full_avg10, d->last_reading.full_total_us,
+              d->pressed_hold_us / 1000);
     for (GList *l = d->conns; l; l = l->next) {
         Conn *v = l->data;
         VmSettings *s;
@@ -49,13 +57,17 @@ static void send_status(Conn *c)
                   " weight=%u vm-limit=%s cap=%" G_GUINT64_FORMAT " held=%"
                   G_GUINT64_FORMAT " wanted=%" G_GUINT64_FORMAT " limit=%"
                   G_GUINT64_FORMAT " charge=%" G_GUINT64_FORMAT " target=%"
-                  G_GUINT64_FORMAT " name=%s",
+                  G_GUINT64_FORMAT " refusals=%" G_GUINT64_FORMAT
+                  " stored-pages=%" G_GUINT64_FORMAT " pressed=%d reason=%s"
+                  " name=%s",
                   v->uuid, v->kind == CONN_DEVICE, (long)v->pid,
                   s ? s->weight : VTMEM_POOL_DEFAULT_WEIGHT, vml, v->cap,
                   v->held, v->wanted,
                   v->has_pending && v->pending > v->limit ? v->pending
                                                           : v->limit,
-                  conn_charge(v), v->target, v->name ? v->name : "");
+                  conn_charge(v), v->target, v->refusals, v->stored_pages,
+                  conn_pressed(v), vtmem_share_reason_name(v->reason),
+                  v->name ? v->name : "");
     }
     conn_send(c, VTMEM_POOL_MSG_END);
 }

@@ -258,18 +258,48 @@ void handle_register(Conn *c, char **f, unsigned nf)
     daemon_schedule_rebalance(d);
 }
 
+/*
+ * The counters of an UPDATE: a grown refusal count presses the device
+ * (its first report is only the baseline: a device re-registering after
+ * a daemon restart brings its old count).
+ */
+static void update_counters(Conn *c, uint64_t refusals, uint64_t stored)
+{
+    Daemon *d = c->d;
+
+    if (c->has_counters && refusals > c->refusals) {
+        if (!conn_pressed(c)) {
+            conn_log(c, G_LOG_LEVEL_MESSAGE, "pressed: %" G_GUINT64_FORMAT
+                     " puts refused since its last report",
+                     refusals - c->refusals);
+        }
+        c->pressed_until = g_get_monotonic_time() + d->pressed_hold_us;
+    }
+    c->has_counters = true;
+    c->refusals = refusals;
+    c->stored_pages = stored;
+}
+
 void handle_device_line(Conn *c, char **f, unsigned nf)
 {
-    uint64_t v[3];
+    uint64_t v[5];
 
     if (strcmp(f[0], VTMEM_POOL_MSG_UPDATE) == 0) {
-        if (nf != 4 || !parse_fields_u64(f + 1, 3, v)) {
+        /* the counters are optional (devices before them send 3 fields) */
+        if ((nf != 4 && nf != 6) || !parse_fields_u64(f + 1, nf - 1, v)) {
             conn_fail(c, "bad UPDATE");
+            return;
+        }
+        if (nf == 6 && c->has_counters && v[3] < c->refusals) {
+            conn_fail(c, "UPDATE: the refusal count went down");
             return;
         }
         c->held = bounded(c, "held", v[0]);
         c->wanted = clamp_bytes(v[1]);
         c->cap = clamp_bytes(v[2]);
+        if (nf == 6) {
+            update_counters(c, v[3], v[4]);
+        }
         regrant(c);
     } else if (strcmp(f[0], VTMEM_POOL_MSG_ACK) == 0) {
         if (nf != 3 || !parse_fields_u64(f + 1, 2, v)) {

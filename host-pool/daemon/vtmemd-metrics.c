@@ -108,10 +108,28 @@ static uint64_t vm_connected(Daemon *d, Conn *c)
     return c->kind == CONN_DEVICE;
 }
 
-static void vm_gauge(GString *s, Daemon *d, const char *name,
-                     const char *help, VmField field)
+static uint64_t vm_refusals(Daemon *d, Conn *c)
 {
-    head(s, name, "gauge", help);
+    (void)d;
+    return c->refusals;
+}
+
+static uint64_t vm_stored(Daemon *d, Conn *c)
+{
+    (void)d;
+    return c->stored_pages;
+}
+
+static uint64_t vm_pressed(Daemon *d, Conn *c)
+{
+    (void)d;
+    return conn_pressed(c);
+}
+
+static void vm_metric(GString *s, Daemon *d, const char *name,
+                      const char *type, const char *help, VmField field)
+{
+    head(s, name, type, help);
     for (GList *l = d->conns; l; l = l->next) {
         Conn *c = l->data;
 
@@ -125,6 +143,12 @@ static void vm_gauge(GString *s, Daemon *d, const char *name,
         g_string_append_printf(s, "} %" G_GUINT64_FORMAT "\n",
                                field(d, c));
     }
+}
+
+static void vm_gauge(GString *s, Daemon *d, const char *name,
+                     const char *help, VmField field)
+{
+    vm_metric(s, d, name, "gauge", help, field);
 }
 
 static void psi(GString *s, const char *kind, uint32_t avg10,
@@ -161,6 +185,10 @@ char *vtmemd_metrics_render(Daemon *d)
          "Rebalancing passes");
     g_string_append_printf(s, "vtmem_pool_rebalances_total %"
                            G_GUINT64_FORMAT "\n", d->n_rebalances);
+    head(s, "vtmem_pool_decisions_total", "counter",
+         "Changes of a VM's share (each logged with its reason)");
+    g_string_append_printf(s, "vtmem_pool_decisions_total %"
+                           G_GUINT64_FORMAT "\n", d->n_decisions);
     if (d->auto_pool) {
         head(s, "vtmem_pool_auto_changes_total", "counter",
              "Pool limit changes by --auto-pool");
@@ -185,6 +213,15 @@ char *vtmemd_metrics_render(Daemon *d)
     vm_gauge(s, d, "vtmem_vm_wanted_bytes",
              "The VM's demand as its device reported it", vm_wanted);
     vm_gauge(s, d, "vtmem_vm_weight", "The VM's weight", vm_weight);
+    vm_gauge(s, d, "vtmem_vm_stored_pages",
+             "Pages the VM's device stores (as of its last report)",
+             vm_stored);
+    vm_metric(s, d, "vtmem_vm_refusals_total", "counter",
+              "Puts the VM's device refused for its limit (as of its last"
+              " report; 0 from devices that do not report it)", vm_refusals);
+    vm_gauge(s, d, "vtmem_vm_pressed",
+             "1: its puts are being refused: it borrows lease from idle VMs",
+             vm_pressed);
     vm_gauge(s, d, "vtmem_vm_connected",
              "1: the device is connected; 0: a ghost (its process lives)",
              vm_connected);

@@ -119,6 +119,7 @@ int main(int argc, char **argv)
     gboolean verbose = FALSE;
     gboolean auto_pool = FALSE;
     gint interval_ms = 1000;
+    gint pressed_hold_ms = VTMEMD_PRESSED_HOLD_MS;
     gint grace_ms = VTMEM_POOL_DEFAULT_GRACE_MS;
     GOptionEntry entries[] = {
         { "socket", 's', 0, G_OPTION_ARG_FILENAME, &socket_path,
@@ -146,6 +147,9 @@ int main(int argc, char **argv)
           "--auto-pool never shrinks below (default 0)", "SIZE" },
         { "auto-pool-interval-ms", 0, 0, G_OPTION_ARG_INT, &interval_ms,
           "--auto-pool decides this often (default 1000)", "MS" },
+        { "pressed-hold-ms", 0, 0, G_OPTION_ARG_INT, &pressed_hold_ms,
+          "A VM whose puts were refused borrows lease for this long"
+          " (default 10000; 0: leases by weight only)", "MS" },
         { "metrics-listen", 0, 0, G_OPTION_ARG_STRING, &metrics,
           "Serve Prometheus metrics on http://ADDR:PORT/metrics (IPv4;"
           " :PORT is loopback)", "ADDR:PORT" },
@@ -188,6 +192,10 @@ int main(int argc, char **argv)
         g_printerr("vtmemd: --grace-ms must not be negative\n");
         return 1;
     }
+    if (pressed_hold_ms < 0) {
+        g_printerr("vtmemd: --pressed-hold-ms must not be negative\n");
+        return 1;
+    }
     if (!parse_auto_pool(&d.autopool_cfg, reserve, floor, interval_ms)) {
         return 1;
     }
@@ -198,6 +206,7 @@ int main(int argc, char **argv)
     raise_fd_limit();
 
     daemon_init(&d, limit, grace_ms);
+    d.pressed_hold_us = (gint64)pressed_hold_ms * 1000;
     d.have_allow_gid = allow_gid != NULL;
     d.allow_gid = gid;
     d.socket_path = socket_path ? g_steal_pointer(&socket_path)

@@ -22,6 +22,7 @@
 #include <glib.h>
 
 #include "vtmem-autopool.h"
+#include "vtmem-policy.h"
 #include "vtmem-pool-proto.h"
 #include "vtmem-line-conn.h"
 #include "vtmem-pool-util.h"
@@ -42,6 +43,12 @@
 #define VTMEMD_MAX_PER_PID          8
 /* At most one rebalancing pass per this many ms. */
 #define VTMEMD_REBALANCE_MIN_MS     10
+/*
+ * A device whose refusal count grew is pressed for this long after
+ * (default of --pressed-hold-ms): leases by demand follow a trend, not
+ * one refused put.
+ */
+#define VTMEMD_PRESSED_HOLD_MS      10000
 /* The listener pauses this long when the daemon is out of fds. */
 #define VTMEMD_ACCEPT_BACKOFF_MS    100
 /* At most one log line per this many seconds for a repeated condition. */
@@ -93,6 +100,11 @@ typedef struct Conn {
     uint64_t seq;       /* last LIMIT sequence number sent */
     uint64_t target;    /* the policy's latest allocation */
     uint64_t granted;   /* most it may hold by its leases (w/o baseline) */
+    bool has_counters;  /* it reported refusals and stored pages */
+    uint64_t refusals;  /* puts its store refused for the limit, ever */
+    uint64_t stored_pages;
+    gint64 pressed_until;       /* monotonic us; pressed before */
+    VtmemShareReason reason;    /* why its target is what it is */
 } Conn;
 
 typedef struct VmSettings {
@@ -132,6 +144,9 @@ struct Daemon {
     guint rebalance_src;
     gint64 last_rebalance;  /* monotonic us */
     guint64 n_rebalances;
+    guint64 n_decisions;    /* target changes (each logged with a reason) */
+    gint64 pressed_hold_us; /* --pressed-hold-ms */
+    guint pressed_src;      /* rebalances when a pressed device's hold ends */
     guint accept_src;       /* listener paused: resumes from here */
     gint64 accept_warned;   /* monotonic us of the last EMFILE line */
     guint64 accept_failures;
@@ -145,6 +160,7 @@ void daemon_fini(Daemon *d);
 void daemon_schedule_rebalance(Daemon *d);
 void rebalance(Daemon *d);
 bool in_grace(Daemon *d);
+bool conn_pressed(const Conn *c);
 
 /* vtmemd-conn.c */
 void conn_log(Conn *c, GLogLevelFlags level, const char *fmt, ...)

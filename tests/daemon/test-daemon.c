@@ -47,6 +47,7 @@ typedef struct Dev {
     uint64_t held;
     unsigned n_set, n_lowered, n_down, n_up;
     bool connected;
+    uint64_t refusals;
 } Dev;
 
 #define MAX_DEVS 4
@@ -222,6 +223,18 @@ static void dev_use(Dev *v, uint64_t held, uint64_t wanted)
 {
     v->held = held;
     vtmem_pool_client_update(v->c, held, wanted);
+}
+
+/* Usage with the device's counters (refusals: puts refused, ever). */
+static void dev_report(Dev *v, uint64_t held, uint64_t wanted,
+                       uint64_t refusals)
+{
+    VtmemPoolCounters cnt = {
+        .refusals = refusals, .stored_pages = held / 4096,
+    };
+
+    v->held = held;
+    vtmem_pool_client_report(v->c, held, wanted, &cnt);
 }
 
 /* Run the default main context until cond holds or ms pass. */
@@ -426,6 +439,150 @@ static void test_contention(void)
     WAIT_FOR(a.limit == 20 * MiB, 2000);
     g_assert_cmpuint(status_pool(&d, "charged"), ==, 20 * MiB);
     dev_close(&a);
+    daemon_teardown(&d);
+}
+
+/* A key's value on the VM line of uuid in STATUS (NULL: none). */
+static char *status_vm(Daemon *d, const char *uuid, const char *key)
+{
+    g_autofree char *st = control(d, "STATUS");
+    g_autofree char *vm = g_strdup_printf("VM uuid=%s ", uuid);
+    g_autofree char *pat = g_strdup_printf(" %s=", key);
+    const char *line = strstr(st, vm);
+    const char *p, *end;
+
+    g_assert_nonnull(line);
+    end = strchr(line, '\n');
+    p = g_strstr_len(line, end - line, pat);
+    if (!p) {
+        return NULL;
+    }
+    p += strlen(pat);
+    return g_strndup(p, strcspn(p, "\n "));
+}
+
+static bool vm_is(Daemon *d, const char *uuid, const char *key,
+                  const char *val)
+{
+    g_autofree char *v = status_vm(d, uuid, key);
+
+    return v && strcmp(v, val) == 0;
+}
+
+/*
+ * Leases by demand: of two VMs of one weight that both want more than
+ * half the pool, the one whose puts are refused borrows what the idle one
+ * has above its floor (a quarter of the pool); the idle one takes it back
+ * when its own puts are refused; when nobody is refused any more the
+ * split is even again. Every step keeps the pool (dev_set_limit checks).
+ */
+static void test_demand(void)
+{
+    Daemon d = { 0 };
+    Dev a, b;
+    gint64 deadline;
+
+    daemon_setup(&d);
+    daemon_start(&d, "64M", 0, "--pressed-hold-ms=2000");
+    dev_open(&a, &d, "vm-a", uuid_a, 1ULL << 30);
+    dev_open(&b, &d, "vm-b", uuid_b, 1ULL << 30);
+    /* the first count is only the baseline: not pressed */
+    a.refusals = 7;
+    dev_report(&a, 0, 64 * MiB, a.refusals);
+    dev_report(&b, 0, 64 * MiB, b.refusals);
+    WAIT_FOR(a.limit == 32 * MiB && b.limit == 32 * MiB, 2000);
+    dev_report(&a, 32 * MiB, 64 * MiB, a.refusals);
+    dev_report(&b, 32 * MiB, 64 * MiB, b.refusals);
+    spin(200);
+    g_assert_true(vm_is(&d, uuid_a, "pressed", "0"));
+    g_assert_true(vm_is(&d, uuid_a, "refusals", "7"));
+    g_assert_true(vm_is(&d, uuid_a, "stored-pages", "8192"));
+    g_assert_true(vm_is(&d, uuid_a, "reason", "fair"));
+
+    /* A's puts are refused: B lends down to its floor, 16M */
+    a.refusals += 43;
+    dev_report(&a, 32 * MiB, 64 * MiB, a.refusals);
+    WAIT_FOR(b.limit == 16 * MiB, 2000);
+    g_assert_true(vm_is(&d, uuid_a, "pressed", "1"));
+    g_assert_true(vm_is(&d, uuid_b, "reason", "lent"));
+    g_assert_true(vm_is(&d, uuid_a, "reason", "pressed"));
+    /* B still holds 32M: A gets nothing before B's guest shrinks */
+    spin(100);
+    g_assert_cmpuint(a.limit, ==, 32 * MiB);
+    dev_report(&b, 16 * MiB, 64 * MiB, b.refusals);
+    WAIT_FOR(a.limit == 48 * MiB, 2000);
+    g_assert_true(log_contains(&d, "pressed: 43 puts refused"));
+    g_assert_true(log_contains(&d, "share 33554432 -> 16777216 (lent;"));
+    g_assert_true(log_contains(&d, "share 33554432 -> 50331648 (pressed;"));
+
+    /*
+     * Both are refused: B takes its share back. (A grown count goes out
+     * at most every VTMEM_POOL_REFUSAL_REPORT_MS after the last report.)
+     */
+    spin(VTMEM_POOL_REFUSAL_REPORT_MS + 20);
+    dev_report(&a, 48 * MiB, 64 * MiB, ++a.refusals);
+    dev_report(&b, 16 * MiB, 64 * MiB, ++b.refusals);
+    WAIT_FOR(a.limit == 32 * MiB, 2000);
+    g_assert_true(vm_is(&d, uuid_b, "pressed", "1"));
+    dev_report(&a, 32 * MiB, 64 * MiB, a.refusals);
+    WAIT_FOR(b.limit == 32 * MiB, 2000);
+    g_assert_true(vm_is(&d, uuid_a, "reason", "fair"));
+
+    /* A keeps being refused, B not: when B's hold ends A borrows again */
+    deadline = g_get_monotonic_time() + 5000 * 1000 * time_scale;
+    while (b.limit != 16 * MiB) {
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        spin(VTMEM_POOL_REFUSAL_REPORT_MS + 20);
+        dev_report(&a, 32 * MiB, 64 * MiB, ++a.refusals);
+    }
+    dev_report(&b, 16 * MiB, 64 * MiB, b.refusals);
+    WAIT_FOR(a.limit == 48 * MiB, 2000);
+    /* nobody is refused any more: the holds end, B gets its half back */
+    dev_report(&a, 32 * MiB, 64 * MiB, a.refusals);
+    WAIT_FOR(a.limit == 32 * MiB && b.limit == 32 * MiB, 4000);
+    g_assert_true(vm_is(&d, uuid_a, "pressed", "0"));
+    g_assert_true(vm_is(&d, uuid_b, "pressed", "0"));
+    g_assert_cmpuint(status_pool(&d, "decisions"), >=, 8);
+    dev_close(&a);
+    dev_close(&b);
+    daemon_teardown(&d);
+}
+
+/* Counters that make no sense close the connection. */
+static void test_bad_counters(void)
+{
+    Daemon d = { 0 };
+    bool eof;
+    char *out;
+    int s;
+
+    daemon_setup(&d);
+    daemon_start(&d, "64M", 0, NULL);
+    s = raw_connect(d.sock);
+    raw_write(s, "REGISTER 1 11111111-2222-3333-4444-555555555555 0 0 0 0 x\n"
+                 "UPDATE 0 0 0 9 0\nUPDATE 0 0 0 8 0\n");
+    out = raw_read_all(s, &eof);
+    g_assert_true(eof);
+    g_assert_true(g_str_has_suffix(out,
+                  "ERROR UPDATE: the refusal count went down\n"));
+    g_free(out);
+    close(s);
+    s = raw_connect(d.sock);
+    raw_write(s, "REGISTER 1 11111111-2222-3333-4444-555555555555 0 0 0 0 x\n"
+                 "UPDATE 0 0 0 9\n");
+    out = raw_read_all(s, &eof);
+    g_assert_true(eof);
+    g_assert_true(g_str_has_suffix(out, "ERROR bad UPDATE\n"));
+    g_free(out);
+    close(s);
+    s = raw_connect(d.sock);
+    raw_write(s, "REGISTER 1 11111111-2222-3333-4444-555555555555 0 0 0 0 x\n"
+                 "UPDATE 0 0 0 9 1 2\n");
+    out = raw_read_all(s, &eof);
+    g_assert_true(eof);
+    g_assert_true(g_str_has_suffix(out, "ERROR bad UPDATE\n"));
+    g_free(out);
+    close(s);
     daemon_teardown(&d);
 }
 
@@ -1498,6 +1655,8 @@ int main(int argc, char **argv)
     }
     g_test_add_func("/daemon/lease", test_lease);
     g_test_add_func("/daemon/contention", test_contention);
+    g_test_add_func("/daemon/demand", test_demand);
+    g_test_add_func("/daemon/bad-counters", test_bad_counters);
     g_test_add_func("/daemon/restart", test_restart);
     g_test_add_func("/daemon/standalone", test_standalone);
     g_test_add_func("/daemon/garbage", test_garbage);

@@ -83,6 +83,11 @@ static int unix_register(const char *sock, const char *uuid,
     return s;
 }
 
+static void send_line(int s, const char *text)
+{
+    g_assert_cmpint(write(s, text, strlen(text)), ==, (ssize_t)strlen(text));
+}
+
 /* The scrape as "name\tuuid\tname\tvalue" lines; NULL if it failed. */
 static char *scrape(int port)
 {
@@ -143,7 +148,13 @@ static bool agrees(const char *text, GStrv st)
             sample(text, "vtmem_vm_limit_bytes", u, name) !=
             field(st[i], "limit") ||
             sample(text, "vtmem_vm_target_bytes", u, name) !=
-            field(st[i], "target")) {
+            field(st[i], "target") ||
+            sample(text, "vtmem_vm_refusals_total", u, name) !=
+            field(st[i], "refusals") ||
+            sample(text, "vtmem_vm_stored_pages", u, name) !=
+            field(st[i], "stored-pages") ||
+            sample(text, "vtmem_vm_pressed", u, name) !=
+            field(st[i], "pressed")) {
             return false;
         }
     }
@@ -165,6 +176,9 @@ static void test_scrape(void)
     /* held limit cap wanted */
     a = unix_register(sock, UUID_A, "0 0 67108864 33554432", "vm-a");
     b = unix_register(sock, UUID_B, "4096 0 67108864 67108864", NAME_B);
+    /* held wanted cap refusals stored-pages: B's puts are refused */
+    send_line(b, "UPDATE 4096 67108864 67108864 3 1\n"
+                 "UPDATE 4096 67108864 67108864 8 1\n");
     for (int i = 0; i < 50 && !ok; i++) {
         g_autofree char *text = scrape(port);
         g_auto(GStrv) st = status(sock);
@@ -173,7 +187,13 @@ static void test_scrape(void)
         g_assert_cmpuint(sample(text, "vtmem_pool_limit_bytes", "", ""), ==,
                          64ULL << 20);
         ok = sample(text, "vtmem_vm_memory_held_bytes", UUID_B, NAME_B) ==
-             4096 && agrees(text, st);
+             4096 &&
+             sample(text, "vtmem_vm_refusals_total", UUID_B, NAME_B) == 8 &&
+             sample(text, "vtmem_vm_stored_pages", UUID_B, NAME_B) == 1 &&
+             sample(text, "vtmem_vm_pressed", UUID_B, NAME_B) == 1 &&
+             sample(text, "vtmem_vm_refusals_total", UUID_A, "vm-a") == 0 &&
+             sample(text, "vtmem_pool_decisions_total", "", "") >= 2 &&
+             agrees(text, st);
         if (!ok) {
             g_autofree char *j = g_strjoinv(" | ", st);
 

@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* Unit tests of the pool's allocation function (weighted max-min). */
+/*
+ * Unit tests of the pool's allocation function (weighted max-min, and
+ * lending by demand) and of the lease plan.
+ */
 #include <glib.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -201,6 +204,7 @@ static void test_random(void)
             v[i].cap = g_rand_boolean(r) ?
                        NONE : (uint64_t)g_rand_int_range(r, 0, 600);
             v[i].weight = (uint32_t)g_rand_int_range(r, 1, 10001);
+            v[i].pressed = false;
         }
         for (int step = 0; step < 5; step++) {
             vtmem_policy_allocate(v, n, total);
@@ -209,6 +213,145 @@ static void test_random(void)
             v[g_rand_int_range(r, 0, (gint32)n)].demand =
                 (uint64_t)g_rand_int_range(r, 0, 800);
 
+        }
+    }
+    g_rand_free(r);
+}
+
+
+/* ---- demand: pressed VMs borrow from idle ones ---- */
+
+/* Two VMs of one weight both want everything: the pressed one gets more. */
+static void test_pressed(void)
+{
+    VtmemShare v[] = {
+        { .demand = 100, .cap = NONE, .weight = 100, .pressed = true },
+        { .demand = 100, .cap = NONE, .weight = 100 },
+    };
+
+    vtmem_policy_allocate(v, 2, 100);
+    /* the idle one keeps KEEP_PCT of its half */
+    g_assert_cmpuint(v[1].alloc, ==, 50 * VTMEM_POLICY_IDLE_KEEP_PCT / 100);
+    g_assert_cmpuint(v[0].alloc, ==, 100 - v[1].alloc);
+    g_assert_cmpint(v[0].reason, ==, VTMEM_SHARE_PRESSED);
+    g_assert_cmpint(v[1].reason, ==, VTMEM_SHARE_LENT);
+    g_assert_cmpstr(vtmem_share_reason_name(v[1].reason), ==, "lent");
+
+    /* the idle one is pressed too: it takes its share back */
+    v[1].pressed = true;
+    vtmem_policy_allocate(v, 2, 100);
+    g_assert_cmpuint(v[0].alloc, ==, 50);
+    g_assert_cmpuint(v[1].alloc, ==, 50);
+    g_assert_cmpint(v[1].reason, ==, VTMEM_SHARE_FAIR);
+
+    /* the pressed one's per-VM limit holds; the idle one gets the rest */
+    v[1].pressed = false;
+    v[0].cap = 30;
+    vtmem_policy_allocate(v, 2, 100);
+    g_assert_cmpuint(v[0].alloc, ==, 30);
+    g_assert_cmpint(v[0].reason, ==, VTMEM_SHARE_CAP);
+    g_assert_cmpuint(v[1].alloc, ==, 70);
+
+    /* an idle VM wanting less than its floor keeps all it wants */
+    v[0].cap = NONE;
+    v[1].demand = 10;
+    vtmem_policy_allocate(v, 2, 100);
+    g_assert_cmpuint(v[1].alloc, ==, 10);
+    g_assert_cmpint(v[1].reason, ==, VTMEM_SHARE_WANT);
+    g_assert_cmpuint(v[0].alloc, ==, 90);
+
+    /* weights still count: a heavy idle VM keeps more */
+    v[1].demand = 100;
+    v[1].weight = 300;
+    vtmem_policy_allocate(v, 2, 100);
+    g_assert_cmpuint(v[1].alloc, ==, 75 * VTMEM_POLICY_IDLE_KEEP_PCT / 100);
+}
+
+/*
+ * Random VMs, some pressed: the invariants hold at every step, the
+ * result is the plain one when nobody (or everybody) is pressed, and the
+ * same input always gives the same allocation.
+ */
+static void test_pressed_random(void)
+{
+    GRand *r = g_rand_new_with_seed(777);
+
+    for (int round = 0; round < 20000; round++) {
+        size_t n = (size_t)g_rand_int_range(r, 1, 10);
+        VtmemShare v[10], again[10], plain[10];
+        uint64_t total = (uint64_t)g_rand_int_range(r, 0, 3000);
+        uint64_t sum = 0, wsum = 0;
+        size_t n_pressed = 0;
+
+        for (size_t i = 0; i < n; i++) {
+            v[i] = (VtmemShare) {
+                .demand = (uint64_t)g_rand_int_range(r, 0, 1000),
+                .cap = g_rand_boolean(r) ?
+                       NONE : (uint64_t)g_rand_int_range(r, 0, 800),
+                /* few distinct weights: pairs of one weight are common */
+                .weight = (uint32_t)g_rand_int_range(r, 1, 4) * 100,
+                .pressed = g_rand_int_range(r, 0, 3) == 0,
+            };
+            n_pressed += v[i].pressed;
+            wsum += v[i].weight;
+        }
+        vtmem_policy_allocate(v, n, total);
+        memcpy(again, v, sizeof(v));
+        vtmem_policy_allocate(again, n, total);
+        memcpy(plain, v, sizeof(v));
+        vtmem_policy_allocate_fair(plain, n, total);
+        for (size_t i = 0; i < n; i++) {
+            /* no oscillation: a constant input gives a constant output */
+            g_assert_cmpuint(again[i].alloc, ==, v[i].alloc);
+            g_assert_cmpint(again[i].reason, ==, v[i].reason);
+            /* per-VM limits and demands hold */
+            g_assert_cmpuint(v[i].alloc, <=, want(&v[i]));
+            sum += v[i].alloc;
+        }
+        /* never more than the pool */
+        g_assert_cmpuint(sum, <=, total);
+        if (n_pressed == 0 || n_pressed == n) {
+            for (size_t i = 0; i < n; i++) {
+                g_assert_cmpuint(v[i].alloc, ==, plain[i].alloc);
+            }
+            check_properties(v, n, total);
+            continue;
+        }
+        /* work-conserving: the pool is used up or everyone is satisfied */
+        if (sum < total) {
+            for (size_t i = 0; i < n; i++) {
+                g_assert_cmpuint(v[i].alloc, ==, want(&v[i]));
+            }
+        }
+        for (size_t i = 0; i < n; i++) {
+            uint64_t floor_i = total * v[i].weight *
+                               VTMEM_POLICY_IDLE_KEEP_PCT / (wsum * 100);
+
+            if (floor_i > want(&v[i])) {
+                floor_i = want(&v[i]);
+            }
+            /* an idle VM keeps its floor */
+            if (!v[i].pressed) {
+                g_assert_cmpuint(v[i].alloc, >=, floor_i);
+                continue;
+            }
+            /*
+             * a pressed VM that wants more is not worse off than an idle
+             * one of the same weight, and better off if that one wants
+             * more too (up to a unit of rounding)
+             */
+            if (v[i].alloc >= want(&v[i])) {
+                continue;
+            }
+            for (size_t j = 0; j < n; j++) {
+                if (v[j].pressed || v[j].weight != v[i].weight) {
+                    continue;
+                }
+                g_assert_cmpuint(v[i].alloc + 1, >=, v[j].alloc);
+                if (v[j].alloc < want(&v[j]) && total >= 8 * n) {
+                    g_assert_cmpuint(v[i].alloc, >, v[j].alloc);
+                }
+            }
         }
     }
     g_rand_free(r);
@@ -333,6 +476,73 @@ static void test_lease_steps(void)
     g_assert_true(v[1].send && v[1].pending == 47);
 }
 
+
+/*
+ * Allocation and plan in a loop over a constant input, the devices
+ * acknowledging every LIMIT and shrinking to it: the leases settle on the
+ * targets within a few passes and then nothing is sent any more (no
+ * oscillation), and no pass overcommits the pool.
+ */
+static void test_lease_settles(void)
+{
+    GRand *r = g_rand_new_with_seed(99);
+
+    for (int round = 0; round < 5000; round++) {
+        size_t n = (size_t)g_rand_int_range(r, 1, 8);
+        VtmemShare sh[8];
+        VtmemLease ls[8];
+        uint64_t pool = (uint64_t)g_rand_int_range(r, 0, 200);
+        int quiet = 0, pass;
+
+        for (size_t i = 0; i < n; i++) {
+            sh[i] = (VtmemShare) {
+                .demand = (uint64_t)g_rand_int_range(r, 0, 100),
+                .cap = g_rand_boolean(r) ?
+                       NONE : (uint64_t)g_rand_int_range(r, 0, 80),
+                .weight = (uint32_t)g_rand_int_range(r, 1, 4),
+                .pressed = g_rand_boolean(r),
+            };
+            ls[i] = (VtmemLease) {
+                .held = (uint64_t)g_rand_int_range(r, 0, 100),
+            };
+            ls[i].limit = ls[i].held;
+        }
+        for (pass = 0; pass < 12 && quiet < 3; pass++) {
+            bool sent = false, raised = false;
+
+            vtmem_policy_allocate(sh, n, pool);
+            for (size_t i = 0; i < n; i++) {
+                ls[i].target = sh[i].alloc;
+            }
+            vtmem_lease_plan(ls, n, pool, 0, true);
+            for (size_t i = 0; i < n; i++) {
+                if (!ls[i].send) {
+                    continue;
+                }
+                sent = true;
+                raised = raised || ls[i].pending > ls[i].limit;
+                /* acknowledged; the guest shrinks below a lowered limit */
+                ls[i].has_pending = false;
+                ls[i].limit = ls[i].pending;
+                if (ls[i].held > ls[i].limit) {
+                    ls[i].held = ls[i].limit;
+                }
+            }
+            quiet = sent ? 0 : quiet + 1;
+            /* a raise never overcommits */
+            if (raised) {
+                g_assert_cmpuint(total_after(ls, n, 0), <=, pool);
+            }
+        }
+        g_assert_cmpint(quiet, ==, 3);
+        for (size_t i = 0; i < n; i++) {
+            g_assert_cmpuint(ls[i].limit, ==, sh[i].alloc);
+        }
+        g_assert_cmpuint(total_after(ls, n, 0), <=, pool);
+    }
+    g_rand_free(r);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -345,7 +555,10 @@ int main(int argc, char **argv)
     g_test_add_func("/policy/rounding", test_rounding);
     g_test_add_func("/policy/edge", test_edge);
     g_test_add_func("/policy/random", test_random);
+    g_test_add_func("/policy/pressed", test_pressed);
+    g_test_add_func("/policy/pressed-random", test_pressed_random);
     g_test_add_func("/policy/lease-steps", test_lease_steps);
+    g_test_add_func("/policy/lease-settles", test_lease_settles);
     g_test_add_func("/policy/lease-random", test_lease_random);
     return g_test_run();
 }

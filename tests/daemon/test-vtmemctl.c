@@ -245,6 +245,37 @@ static void test_with_daemon(void)
     g_clear_pointer(&e, g_free);
     /* evict: a registered device is dropped (vtmemd tells it and closes) */
     dev = register_device(sock);
+    /* its counters (held wanted cap refusals stored-pages) */
+    {
+        static const char upd[] = "UPDATE 0 0 1073741824 0 3\n"
+                                  "UPDATE 0 0 1073741824 5 3\n";
+
+        g_assert_cmpint(write(dev, upd, strlen(upd)), ==,
+                        (ssize_t)strlen(upd));
+    }
+    /* status --json carries vtmemd's view of each VM, as the metrics */
+    for (int i = 0; i < 100; i++) {
+        g_clear_pointer(&o, g_free);
+        g_clear_pointer(&e, g_free);
+        g_assert_cmpint(run(&o, &e, "--connect", "test:///default", "status",
+                            "--json", NULL), ==, 0);
+        if (strstr(o, "\"refusals\" : 5")) {
+            break;
+        }
+        g_usleep(20000);
+    }
+    g_assert_nonnull(strstr(o, "\"vm_list\" : [\n      {\n        \"uuid\" : "
+                            "\"00000000-0000-0000-0000-000000000000\",\n"
+                            "        \"name\" : \"vm-evict\",\n"
+                            "        \"connected\" : true,"));
+    g_assert_nonnull(strstr(o, "\"refusals\" : 5"));
+    g_assert_nonnull(strstr(o, "\"stored_pages\" : 3"));
+    g_assert_nonnull(strstr(o, "\"pressed\" : true"));
+    g_assert_nonnull(strstr(o, "\"vm_limit\" : null"));
+    g_assert_nonnull(strstr(o, "\"decisions\" : "));
+    g_assert_nonnull(strstr(o, "\"ceiling\" : 536870912"));
+    g_clear_pointer(&o, g_free);
+    g_clear_pointer(&e, g_free);
     g_assert_cmpint(run(&o, &e, "evict", "00000000-0000-0000-0000-000000000000",
                         NULL), ==, 0);
     g_assert_cmpstr(o, ==, "00000000-0000-0000-0000-000000000000: evicted "
@@ -261,6 +292,174 @@ static void test_with_daemon(void)
     vtmemd_stop(pid, SIGTERM);
     g_rmdir(dir);
     sock_path = g_steal_pointer(&saved);
+}
+
+/* A device of uuid and name (the test runs as the daemon's uid: trusted). */
+static int register_as(const char *sock, const char *uuid, const char *name)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    g_autofree char *reg = g_strdup_printf("REGISTER 1 %s 0 0 1073741824 0"
+                                           " %s\n", uuid, name);
+    char buf[256];
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    g_strlcpy(sa.sun_path, sock, sizeof(sa.sun_path));
+    g_assert_cmpint(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), ==, 0);
+    g_assert_cmpint(write(fd, reg, strlen(reg)), ==, (ssize_t)strlen(reg));
+    g_assert_cmpint(read(fd, buf, sizeof(buf)), >, 0);
+    return fd;
+}
+
+static void send_text(int fd, const char *text)
+{
+    g_assert_cmpint(write(fd, text, strlen(text)), ==, (ssize_t)strlen(text));
+}
+
+/* tmux on a private server socket; returns its stdout (NULL: it failed). */
+static char *tmux(const char *tsock, const char *const *args)
+{
+    g_autoptr(GPtrArray) argv = g_ptr_array_new();
+    g_autoptr(GError) e = NULL;
+    char *out = NULL;
+    int status;
+
+    g_ptr_array_add(argv, (char *)"tmux");
+    g_ptr_array_add(argv, (char *)"-f");
+    g_ptr_array_add(argv, (char *)"/dev/null");
+    g_ptr_array_add(argv, (char *)"-S");
+    g_ptr_array_add(argv, (char *)tsock);
+    for (; *args; args++) {
+        g_ptr_array_add(argv, (char *)*args);
+    }
+    g_ptr_array_add(argv, NULL);
+    g_assert_true(g_spawn_sync(NULL, (char **)argv->pdata, NULL,
+                               G_SPAWN_SEARCH_PATH | G_SPAWN_STDERR_TO_DEV_NULL,
+                               NULL, NULL, &out, NULL, &status, &e));
+    g_assert_no_error(e);
+    if (!g_spawn_check_wait_status(status, NULL)) {
+        g_free(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* The screen of the pane once it has a line matching re (or timeout). */
+static char *screen_matching(const char *tsock, const char *re, int ms)
+{
+    static const char *const cap[] = { "capture-pane", "-p", "-t", "top",
+                                       NULL };
+    gint64 deadline = g_get_monotonic_time() + (gint64)ms * 1000;
+    char *scr = NULL;
+
+    for (;;) {
+        g_free(scr);
+        scr = tmux(tsock, cap);
+        if (scr && g_regex_match_simple(re, scr, G_REGEX_MULTILINE, 0)) {
+            return scr;
+        }
+        if (g_get_monotonic_time() > deadline) {
+            g_error("the screen never matched %s; it is:\n%s", re,
+                    scr ? scr : "(no pane)");
+        }
+        g_usleep(50000);
+    }
+}
+
+/*
+ * vtmemctl top in a real pseudo-terminal (tmux): the screen shows the
+ * pool and each VM with vtmemd's values, follows changes, and 'q' ends
+ * it with exit 0.
+ */
+static void test_top(void)
+{
+    static const char *const args[] = { "--pool-limit", "64M", "--grace-ms",
+                                        "0", "--pressed-hold-ms", "600000",
+                                        NULL };
+    static const char uuid_a[] = "11111111-2222-3333-4444-555555555555";
+    static const char uuid_b[] = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+    g_autofree char *dir = NULL;
+    g_autofree char *sock = NULL;
+    g_autofree char *tsock = NULL;
+    g_autofree char *cmd = NULL;
+    g_autofree char *q_sock = NULL;
+    g_autofree char *q_ctl = NULL;
+    g_autofree char *scr = NULL;
+    const char *w = g_getenv("VTMEMCTL_WRAPPER");
+    g_autofree char *tmux_path = g_find_program_in_path("tmux");
+    int scale = w && *w ? 20 : 1;
+    int a, b;
+    pid_t pid;
+
+    if (!tmux_path) {
+        g_test_skip("tmux is not installed (scripts/deps.sh test)");
+        return;
+    }
+    dir = g_dir_make_tmp("vtmemctl-top-XXXXXX", NULL);
+    sock = g_build_filename(dir, "vtmemd.sock", NULL);
+    tsock = g_build_filename(dir, "tmux.sock", NULL);
+    pid = vtmemd_spawn(sock, NULL, 0, args, 5000);
+    a = register_as(sock, uuid_a, "vm-alpha");
+    b = register_as(sock, uuid_b, "vm-beta");
+    /* held wanted cap refusals stored-pages: A's puts are refused */
+    send_text(a, "UPDATE 0 33554432 1073741824 0 10\n"
+                 "UPDATE 0 33554432 1073741824 4 10\n");
+    send_text(b, "UPDATE 0 8388608 1073741824 0 2\n");
+
+    q_sock = g_shell_quote(sock);
+    q_ctl = g_shell_quote(g_getenv("VTMEMCTL"));
+    cmd = g_strdup_printf("%s %s -s %s top --interval 200; "
+                          "echo top-exit=$?; sleep 600", w ? w : "", q_ctl,
+                          q_sock);
+    {
+        const char *const start[] = { "new-session", "-d", "-s", "top",
+                                      "-x", "110", "-y", "20", cmd, NULL };
+        g_autofree char *o = tmux(tsock, start);
+
+        g_assert_nonnull(o);
+    }
+    /* the pool and both VMs, with vtmemd's numbers */
+    scr = screen_matching(tsock, "^vm-beta .* idle ", 10000 * scale);
+    g_test_message("screen: %s", scr);
+    g_assert_true(g_regex_match_simple("\\Avtmemctl top - vtmemd at .* - "
+                                       "every 200 ms - q quits\n", scr, 0, 0));
+    g_assert_true(g_regex_match_simple("^pool: limit 64.0 MiB, ceiling 64.0"
+                                       " MiB, leased .* auto-pool off$", scr,
+                                       G_REGEX_MULTILINE, 0));
+    g_assert_true(g_regex_match_simple("^ +PSI some 0.00% full 0.00% \\(avg10"
+                                       "\\), 2 VMs, [0-9]+ decisions",
+                                       scr, G_REGEX_MULTILINE, 0));
+    g_assert_true(g_regex_match_simple("^NAME +WEIGHT +HELD +LEASE +TARGET +"
+                                       "WANTED +PAGES +REFUSALS STATE +REASON"
+                                       "$", scr, G_REGEX_MULTILINE, 0));
+    /* A wants 32M and is pressed: it gets it; B wants 8M */
+    g_assert_true(g_regex_match_simple("^vm-alpha +100 +0 B +32.0 MiB +32.0 "
+                                       "MiB +32.0 MiB +10 +4 pressed want$",
+                                       scr, G_REGEX_MULTILINE, 0));
+    g_assert_true(g_regex_match_simple("^vm-beta +100 +0 B +8.0 MiB +8.0 "
+                                       "MiB +8.0 MiB +2 +0 idle +want$",
+                                       scr, G_REGEX_MULTILINE, 0));
+    /* it follows: B stores more, and is redrawn */
+    send_text(b, "UPDATE 4096 8388608 1073741824 0 77\n");
+    g_free(scr);
+    scr = screen_matching(tsock, "^vm-beta .* 77 +0 idle ", 5000 * scale);
+    /* q quits, exit 0 */
+    {
+        const char *const q[] = { "send-keys", "-t", "top", "q", NULL };
+        g_autofree char *o = tmux(tsock, q);
+
+        g_assert_nonnull(o);
+    }
+    g_free(scr);
+    scr = screen_matching(tsock, "^top-exit=0$", 5000 * scale);
+    {
+        const char *const kill[] = { "kill-server", NULL };
+        g_autofree char *o = tmux(tsock, kill);
+    }
+    close(a);
+    close(b);
+    vtmemd_stop(pid, SIGTERM);
+    g_unlink(tsock);
+    g_rmdir(dir);
 }
 
 /*
@@ -658,6 +857,7 @@ int main(int argc, char **argv)
     g_test_add_func("/vtmemctl/sizes", test_sizes);
     g_test_add_func("/vtmemctl/no-daemon", test_no_daemon);
     g_test_add_func("/vtmemctl/with-daemon", test_with_daemon);
+    g_test_add_func("/vtmemctl/top", test_top);
     g_test_add_func("/vtmemctl/domains", test_domains);
     g_test_add_func("/vtmemctl/hostile-daemon", test_hostile_daemon);
     g_test_add_func("/vtmemctl/reply/qmp", test_reply_qmp);

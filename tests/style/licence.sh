@@ -8,7 +8,8 @@ cd "${1:?usage: $0 SOURCE_ROOT}"
 [ -f COPYING ] || { echo "COPYING is missing"; exit 1; }
 missing=$(git ls-files | while read -r f; do
 	case $f in
-	*.md | *.txt | *.json | *.gitignore | */corpus/* | COPYING) continue ;;
+	# (*.png: plots; the script that draws each one names its licence)
+	*.md | *.txt | *.json | *.png | *.gitignore | */corpus/* | COPYING) continue ;;
 	esac
 	head -n 20 "$f" | grep -q 'SPDX-License-Identifier:\|licensed under the terms of the GNU GPL' ||
 		echo "$f"

@@ -136,11 +136,19 @@ static void virtio_tmem_compact_start(VirtIOTmem *s, const char *why)
 static void virtio_tmem_pool_update(VirtIOTmem *s)
 {
     if (s->pool_client) {
-        uint64_t held = vtmem_store_memory_held(s->store);
+        VtmemStoreStats st;
+        VtmemPoolCounters cnt;
 
-        trace_virtio_tmem_pool_update(s, held);
-        /* Sends a message only at granule boundaries. */
-        vtmem_pool_client_update(s->pool_client, held, VTMEM_POOL_WANT_AUTO);
+        vtmem_store_get_stats(s->store, &st);
+        cnt.refusals = st.refusals;
+        cnt.stored_pages = st.stored_pages;
+        trace_virtio_tmem_pool_update(s, st.memory_held);
+        /*
+         * Sends a message only at granule boundaries, or when puts were
+         * refused (vtmemd's demand signal), at most every 100 ms.
+         */
+        vtmem_pool_client_report(s->pool_client, st.memory_held,
+                                 VTMEM_POOL_WANT_AUTO, &cnt);
     }
 }
 

@@ -9,6 +9,7 @@
 
 #include "qemu/osdep.h"
 #include <sys/prctl.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include "libqtest-single.h"
 #include "qemu/bswap.h"
@@ -518,6 +519,42 @@ static void vtmemd_stop(void)
         g_spawn_close_pid(vtmemd.pid);
         vtmemd.pid = 0;
     }
+}
+
+/* vtmemd's STATUS reply (the test runs as the daemon's uid). */
+static char *vtmemd_status(void)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    GString *s = g_string_new(NULL);
+    char buf[1024];
+    ssize_t n;
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+    g_assert_cmpint(fd, >=, 0);
+    g_strlcpy(sa.sun_path, vtmemd.sock, sizeof(sa.sun_path));
+    g_assert_cmpint(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), ==, 0);
+    g_assert_cmpint(write(fd, "STATUS\n", 7), ==, 7);
+    while (!strstr(s->str, "END\n") && (n = read(fd, buf, sizeof(buf))) > 0) {
+        g_string_append_len(s, buf, n);
+    }
+    close(fd);
+    return g_string_free(s, false);
+}
+
+/* Wait until vtmemd's STATUS contains text; false after 10 s. */
+static bool vtmemd_wait_status(const char *text)
+{
+    int i;
+
+    for (i = 0; i < 1000; i++) {
+        g_autofree char *st = vtmemd_status();
+
+        if (strstr(st, text)) {
+            return true;
+        }
+        g_usleep(10 * 1000);
+    }
+    return false;
 }
 
 static void vtmemd_cleanup(void)
@@ -1703,6 +1740,12 @@ static void test_pool_daemon(void *obj, void *data, QGuestAllocator *alloc)
      */
     qom_set_u64(&t, DEV_PATH, "limit", 1 * MiB);
     g_assert_true(wait_u64(&t, "pool-limit", 1 * MiB));
+    /*
+     * The device reported its counters: the refused put (vtmemd's demand
+     * signal: the VM is pressed) and the pages it stores.
+     */
+    g_assert_true(vtmemd_wait_status(" refusals=1 stored-pages="
+                                     G_STRINGIFY(POOL_PAGES) " pressed=1 "));
 
     /* vtmemd goes away: pages and lease kept */
     vtmemd_stop();
