@@ -76,15 +76,15 @@ static inline struct gendisk *vt_compat_alloc_disk(bool synchronous)
  * ->open() takes the gendisk and a blk_mode_t since 6.5, the block device
  * and an fmode_t before. Both call the driver's vt_disk_open().
  */
-static int vt_disk_open(struct gendisk *disk);
+int vt_disk_open(struct gendisk *disk);
 
 #ifdef VT_HAVE_OPEN_GENDISK
-static int vt_compat_open(struct gendisk *disk, blk_mode_t mode)
+static inline int vt_compat_open(struct gendisk *disk, blk_mode_t mode)
 {
 	return vt_disk_open(disk);
 }
 #else
-static int vt_compat_open(struct block_device *bdev, fmode_t mode)
+static inline int vt_compat_open(struct block_device *bdev, fmode_t mode)
 {
 	return vt_disk_open(bdev->bd_disk);
 }

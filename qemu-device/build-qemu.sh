@@ -170,20 +170,20 @@ install_file "$here/include/hw/virtio/virtio-tmem.h" "$src/include/hw/virtio/vir
 install_file "$here/include/hw/virtio/vtmem-qemu-compat.h" "$src/include/hw/virtio/vtmem-qemu-compat.h"
 install_file "$here/tests/qtest/virtio-tmem-test.c" "$src/tests/qtest/virtio-tmem-test.c"
 install_file "$top/include/virtio_tmem.h" "$src/hw/virtio/vtmem/virtio_tmem.h"
-store_c=""
-for f in "$store"/*.c "$store"/*.h; do
-	[ -e "$f" ] || continue
-	install_file "$f" "$src/hw/virtio/vtmem/$(basename "$f")"
-	case $f in *.c) store_c="$store_c '$(basename "$f")'," ;; esac
-done
-[ -n "$store_c" ] || { echo "build-qemu.sh: no page store sources in $store" >&2; exit 1; }
-client_c=""
-for f in "$client"/*.c "$client"/*.h; do
-	[ -e "$f" ] || continue
-	install_file "$f" "$src/hw/virtio/vtmem/$(basename "$f")"
-	case $f in *.c) client_c="$client_c '$(basename "$f")'," ;; esac
-done
-[ -n "$client_c" ] || { echo "build-qemu.sh: no pool client sources in $client" >&2; exit 1; }
+# overlay_sources DIR WHAT: DIR's .c and .h into hw/virtio/vtmem/; prints
+# the .c names as meson list items.
+overlay_sources() {
+	list=""
+	for f in "$1"/*.c "$1"/*.h; do
+		[ -e "$f" ] || continue
+		install_file "$f" "$src/hw/virtio/vtmem/$(basename "$f")"
+		case $f in *.c) list="$list '$(basename "$f")'," ;; esac
+	done
+	[ -n "$list" ] || { echo "build-qemu.sh: no $2 sources in $1" >&2; exit 1; }
+	echo "$list"
+}
+store_c=$(overlay_sources "$store" "page store")
+client_c=$(overlay_sources "$client" "pool client")
 # Files removed from host-pool/store/ or host-pool/client/ leave the build too.
 for f in "$src"/hw/virtio/vtmem/*.c "$src"/hw/virtio/vtmem/*.h; do
 	[ -e "$f" ] || continue

@@ -21,12 +21,7 @@ variant=${VTMEM_ROOT_VARIANT:-important}
 cache=${VTMEM_CACHE:-$HOME/.cache/vtmem}/roots
 mkdir -p "$cache"
 
-command -v mmdebstrap >/dev/null || {
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null 2>&1 || {
-		apt-get update -qq
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null
-	}
-}
+sh "$here/deps.sh" root
 
 key=$(printf '%s\n' "$suite" "$variant" "$@" | sort | md5sum | cut -c1-10)
 root=$cache/$suite-$key

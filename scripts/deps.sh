@@ -2,8 +2,10 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Installs the Debian packages a vtmem task needs, idempotently.
 # Usage: scripts/deps.sh GROUP...
-#   groups: build test qemu guest libvirt bench fuzz style
+#   groups: build test qemu guest libvirt bench fuzz style root
 # Fast when everything is present: apt-get runs only for missing packages.
+# Another apt-get at work (a parallel build, a helper) is waited for, up to
+# 10 minutes, instead of failing on the dpkg lock.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -21,15 +23,16 @@ packages() {
 	bench) echo stress-ng gnuplot-nox util-linux ;;
 	fuzz) echo clang libclang-rt-14-dev ;;
 	style) echo shellcheck perl git ;;
+	root) echo mmdebstrap ;;	# scripts/debian-root.sh
 	*) return 1 ;;
 	esac
 }
 
-[ $# -gt 0 ] || { echo "usage: $0 GROUP... (build test qemu guest libvirt bench fuzz style)" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: $0 GROUP... (build test qemu guest libvirt bench fuzz style root)" >&2; exit 2; }
 want=""
 for group in "$@"; do
 	list=$(packages "$group") || {
-		echo "deps.sh: unknown group '$group' (build test qemu guest libvirt bench fuzz style)" >&2
+		echo "deps.sh: unknown group '$group' (build test qemu guest libvirt bench fuzz style root)" >&2
 		exit 2
 	}
 	want="$want $list"
@@ -66,7 +69,7 @@ esac
 
 if [ -n "$missing" ] || [ "$update" = 1 ]; then
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
+	apt-get -o DPkg::Lock::Timeout=600 update -qq
 	# shellcheck disable=SC2086 # a list of package names
-	[ -z "$missing" ] || apt-get install -y -qq --no-install-recommends $missing >/dev/null
+	[ -z "$missing" ] || apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $missing >/dev/null
 fi

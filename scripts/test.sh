@@ -9,7 +9,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-scripts/deps.sh build test qemu guest libvirt bench fuzz style
+scripts/deps.sh build test qemu guest libvirt bench fuzz style root
 
 # Warnings are errors here, as in CI.
 setup() {

@@ -241,6 +241,26 @@ static inline SlotChunk **chunk_ref(VtmemStore *store, uint64_t ci)
     return leaf ? &leaf[ci & (LEAF_CHUNKS - 1)] : NULL;
 }
 
+/* One slot's place: its stripe, the pointer to its chunk (NULL while the
+ * chunk's leaf was never made) and its index in the chunk. */
+typedef struct SlotPlace {
+    Stripe *stripe;
+    SlotChunk **chunk;
+    unsigned idx;
+} SlotPlace;
+
+/* VTMEM_ERR_RANGE for a slot beyond the table, else VTMEM_OK and *p. */
+static vtmem_status slot_place(VtmemStore *store, uint64_t slot, SlotPlace *p)
+{
+    if (slot >= store->nr_slots) {
+        return VTMEM_ERR_RANGE;
+    }
+    p->stripe = stripe_of(store, slot / CHUNK_SLOTS);
+    p->chunk = chunk_ref(store, slot / CHUNK_SLOTS);
+    p->idx = (unsigned)(slot % CHUNK_SLOTS);
+    return VTMEM_OK;
+}
+
 /* Make the leaf for chunk ci (any thread; the first one to finish wins). */
 static vtmem_status leaf_make(VtmemStore *store, uint64_t ci)
 {
@@ -502,55 +522,42 @@ static vtmem_status slot_read(VtmemStore *store, SlotChunk *c, unsigned i,
 
 vtmem_status vtmem_store_get(VtmemStore *store, uint64_t slot, void *buf)
 {
-    if (!store || !buf) {
-        return VTMEM_ERR_INVAL;
-    }
-    if (slot >= store->nr_slots) {
-        return VTMEM_ERR_RANGE;
-    }
-    uint64_t ci = slot / CHUNK_SLOTS;
-    Stripe *s = stripe_of(store, ci);
-    SlotChunk **cp = chunk_ref(store, ci);
-    vtmem_status st = VTMEM_ERR_NOENT;
+    SlotPlace p;
+    vtmem_status st = store && buf ? slot_place(store, slot, &p)
+                                   : VTMEM_ERR_INVAL;
 
-    if (!cp) {
-        return st;
+    if (st != VTMEM_OK || !p.chunk) {
+        return st == VTMEM_OK ? VTMEM_ERR_NOENT : st;
     }
-    g_mutex_lock(&s->lock);
-    if (*cp) {
-        st = slot_read(store, *cp, (unsigned)(slot % CHUNK_SLOTS), buf);
+    st = VTMEM_ERR_NOENT;
+    g_mutex_lock(&p.stripe->lock);
+    if (*p.chunk) {
+        st = slot_read(store, *p.chunk, p.idx, buf);
     }
     if (st == VTMEM_OK) {
-        s->gets++;
+        p.stripe->gets++;
     }
-    g_mutex_unlock(&s->lock);
+    g_mutex_unlock(&p.stripe->lock);
     return st;
 }
 
 vtmem_status vtmem_store_invalidate(VtmemStore *store, uint64_t slot)
 {
-    if (!store) {
-        return VTMEM_ERR_INVAL;
-    }
-    if (slot >= store->nr_slots) {
-        return VTMEM_ERR_RANGE;
-    }
-    uint64_t ci = slot / CHUNK_SLOTS;
-    Stripe *s = stripe_of(store, ci);
-    SlotChunk **cp = chunk_ref(store, ci);
-    vtmem_status st = VTMEM_ERR_NOENT;
+    SlotPlace p;
+    vtmem_status st = store ? slot_place(store, slot, &p) : VTMEM_ERR_INVAL;
 
-    if (!cp) {
-        return st;
+    if (st != VTMEM_OK || !p.chunk) {
+        return st == VTMEM_OK ? VTMEM_ERR_NOENT : st;
     }
-    g_mutex_lock(&s->lock);
-    if (*cp && slot_drop(store, s, *cp, (unsigned)(slot % CHUNK_SLOTS))) {
-        slot_mark(store, s, ci, (unsigned)(slot % CHUNK_SLOTS));
-        s->invalidations++;
-        chunk_release_if_empty(store, cp);
+    st = VTMEM_ERR_NOENT;
+    g_mutex_lock(&p.stripe->lock);
+    if (*p.chunk && slot_drop(store, p.stripe, *p.chunk, p.idx)) {
+        slot_mark(store, p.stripe, slot / CHUNK_SLOTS, p.idx);
+        p.stripe->invalidations++;
+        chunk_release_if_empty(store, p.chunk);
         st = VTMEM_OK;
     }
-    g_mutex_unlock(&s->lock);
+    g_mutex_unlock(&p.stripe->lock);
     return st;
 }
 
@@ -855,20 +862,16 @@ static void slot_copy_object(VtmemStore *store, SlotChunk *c, unsigned i,
 vtmem_status vtmem_store_get_object(VtmemStore *store, uint64_t slot,
                                     VtmemStoreObj *obj, void *buf)
 {
-    if (!store || !obj || !buf) {
-        return VTMEM_ERR_INVAL;
-    }
-    if (slot >= store->nr_slots) {
-        return VTMEM_ERR_RANGE;
-    }
-    uint64_t ci = slot / CHUNK_SLOTS;
-    Stripe *s = stripe_of(store, ci);
-    SlotChunk **cp = chunk_ref(store, ci);
+    SlotPlace p;
+    vtmem_status st = store && obj && buf ? slot_place(store, slot, &p)
+                                          : VTMEM_ERR_INVAL;
 
-    g_mutex_lock(&s->lock);
-    slot_copy_object(store, cp ? *cp : NULL, (unsigned)(slot % CHUNK_SLOTS),
-                     obj, buf);
-    g_mutex_unlock(&s->lock);
+    if (st != VTMEM_OK) {
+        return st;
+    }
+    g_mutex_lock(&p.stripe->lock);
+    slot_copy_object(store, p.chunk ? *p.chunk : NULL, p.idx, obj, buf);
+    g_mutex_unlock(&p.stripe->lock);
     return VTMEM_OK;
 }
 

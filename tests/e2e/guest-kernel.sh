@@ -188,14 +188,14 @@ apt_private
 pkgs=$(image_pkgs | tr '\n' ' ')
 if [ "$suite" = bookworm ]; then
 	if [ ! -d "/usr/src/linux-headers-$ver" ]; then
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
 			--no-install-recommends "linux-headers-$ver" >&2
 	fi
 	kdir=/usr/src/linux-headers-$ver
 else
 	# kbuild of a kernel with BTF runs pahole on the module.
 	if [ "$suite" = bookworm-backports ] && ! command -v pahole >/dev/null; then
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
 			--no-install-recommends pahole >&2
 	fi
 	pkgs="$pkgs $(header_pkgs | tr '\n' ' ')"

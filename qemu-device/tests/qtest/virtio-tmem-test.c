@@ -384,15 +384,25 @@ static uint8_t *make_half_page(int seed)
     return p;
 }
 
-static uint64_t qom_get_u64(Tm *t, const char *path, const char *prop)
+/* qom-get: the reply (for qobject_unref) and, in *value, what it returned. */
+static QDict *qom_get(Tm *t, const char *path, const char *prop,
+                      QObject **value)
 {
     QDict *resp = qtest_qmp(t->qts, "{'execute': 'qom-get', 'arguments':"
                             " {'path': %s, 'property': %s}}", path, prop);
-    QNum *num;
-    uint64_t value;
 
     g_assert(qdict_haskey(resp, "return"));
-    num = qobject_to(QNum, qdict_get(resp, "return"));
+    *value = qdict_get(resp, "return");
+    return resp;
+}
+
+static uint64_t qom_get_u64(Tm *t, const char *path, const char *prop)
+{
+    QObject *ret;
+    QDict *resp = qom_get(t, path, prop, &ret);
+    QNum *num = qobject_to(QNum, ret);
+    uint64_t value;
+
     g_assert(num);
     g_assert_true(qnum_get_try_uint(num, &value));
     qobject_unref(resp);
@@ -441,13 +451,11 @@ static bool device_broken(Tm *t)
 
 static bool qom_get_bool(Tm *t, const char *path, const char *prop)
 {
-    QDict *resp = qtest_qmp(t->qts, "{'execute': 'qom-get', 'arguments':"
-                            " {'path': %s, 'property': %s}}", path, prop);
-    QBool *b;
+    QObject *ret;
+    QDict *resp = qom_get(t, path, prop, &ret);
+    QBool *b = qobject_to(QBool, ret);
     bool value;
 
-    g_assert(qdict_haskey(resp, "return"));
-    b = qobject_to(QBool, qdict_get(resp, "return"));
     g_assert(b);
     value = qbool_get_bool(b);
     qobject_unref(resp);

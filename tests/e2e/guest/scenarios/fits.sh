@@ -8,6 +8,14 @@ workload main 160 1 64M sync
 stat_dump after-exit
 sync_host after-exit
 vtmem-setup stop
+# Quiet now: stat is mm_stat, io_stat, bd_stat and shrink_stat in one.
+d=/sys/block/vtmem0/vtmem
+cat $d/mm_stat $d/io_stat $d/bd_stat $d/shrink_stat >/tmp/split
+if cmp -s $d/stat /tmp/split; then
+	echo "VTMEM-MARK stat-split"
+else
+	echo "VTMEM-FAIL stat differs from mm_stat io_stat bd_stat shrink_stat"
+fi
 stat_dump after-stop
 sync_host after-stop
 

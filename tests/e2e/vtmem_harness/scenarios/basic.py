@@ -46,6 +46,8 @@ class Fits(Scenario):
                "host empty after swapoff (%s)" % run.host["after-stop"])
         no_failed_io(run, "after-exit")
         expect("dd-verified" in run.marks, "O_DIRECT block I/O verifies")
+        expect("stat-split" in run.marks,
+               "stat is mm_stat, io_stat, bd_stat and shrink_stat together")
         expect(run.host["dd-written"]["stored-pages"] >= 4096,
                "dd data on the host (%d)" % run.host["dd-written"]["stored-pages"])
         expect(run.st("discarded", "invalidate_ranges") > 0 and
