@@ -615,6 +615,45 @@ static void test_compact_step(void)
     vtmem_store_free(s);
 }
 
+/*
+ * Found by tests/fuzz/fuzz-store: a put into a slot-table leaf not made
+ * yet makes the leaf before it can be refused, and the store keeps it (as
+ * it keeps every leaf): a refused put may grow memory_held by that one
+ * leaf, within the limit, and never again for the same leaf.
+ */
+static void test_refused_put_leaf(void)
+{
+    const uint64_t leaf_slots = 495 * 512, leaf_bytes = 512 * 8 + 16;
+    VtmemStore *s = vtmem_store_new(2 * leaf_slots, UINT64_MAX);
+    unsigned char page[PAGE];
+    uint64_t held0 = vtmem_store_memory_held(s), held1, limit;
+
+    /* Room for the leaf, not for its chunk (a page) too. */
+    limit = held0 + leaf_bytes + PAGE / 2;
+    vtmem_store_set_limit(s, limit);
+    make_page(KIND_TEXT, 1, page);
+    g_assert_cmpint(vtmem_store_put(s, leaf_slots + 7, page), ==,
+                    VTMEM_ERR_NOSPACE);
+    held1 = vtmem_store_memory_held(s);
+    g_assert_cmpuint(held1, >, held0);
+    g_assert_cmpuint(held1, <=, held0 + leaf_bytes);
+    g_assert_cmpuint(held1, <=, limit);
+    g_assert_cmpint(vtmem_store_get(s, leaf_slots + 7, page), ==,
+                    VTMEM_ERR_NOENT);
+    /* The same leaf again, and a same-filled page: nothing more. */
+    g_assert_cmpint(vtmem_store_put(s, 2 * leaf_slots - 1, page), ==,
+                    VTMEM_ERR_NOSPACE);
+    make_page(KIND_ZERO, 0, page);
+    g_assert_cmpint(vtmem_store_put(s, leaf_slots, page), ==,
+                    VTMEM_ERR_NOSPACE);
+    g_assert_cmpuint(vtmem_store_memory_held(s), ==, held1);
+    g_assert_cmpuint(stats_of(s).refusals, ==, 3);
+    g_assert_cmpuint(stats_of(s).stored_pages, ==, 0);
+    /* The kept leaf is metadata: all of it goes with the store. */
+    g_assert_cmpuint(stats_of(s).metadata_bytes, ==, held1);
+    vtmem_store_free(s);
+}
+
 /* ---- randomised model-based test ---- */
 
 typedef struct ModelSlot {
@@ -704,7 +743,10 @@ static void run_model(bool compacting)
                 g_assert_cmpuint(vtmem_store_memory_held(s), <=, limit);
             } else {
                 g_assert_cmpint(st, ==, VTMEM_ERR_NOSPACE);
-                /* never grows; may shrink by the dropped old copy */
+                /*
+                 * never grows (n slots: one leaf, made by the first put);
+                 * may shrink by the dropped old copy
+                 */
                 g_assert_cmpuint(vtmem_store_memory_held(s), <=, before);
                 m[slot].kind = NR_KINDS;
             }
@@ -1328,6 +1370,7 @@ int main(int argc, char **argv)
     g_test_add_func("/store/replace-in-place", test_replace_in_place);
     g_test_add_func("/store/iterate", test_iterate);
     g_test_add_func("/store/limit", test_limit);
+    g_test_add_func("/store/refused-put-leaf", test_refused_put_leaf);
     g_test_add_func("/store/compact", test_compact);
     g_test_add_func("/store/compact-step", test_compact_step);
     g_test_add_func("/store/model", test_model);
