@@ -13,11 +13,17 @@
  *   byte 0: the device's slot count: 1, 2, 1000, 2^22 (the default),
  *           2^32 (the most), or 1 + a le16 that follows
  *   then requests until the input ends, each:
- *     flags (bit 0: the device-readable size is a le64, else a le16;
- *            bit 1: the same for the device-writable size),
- *     the two sizes, the 24 header bytes, then as many bytes of the
- *     device-readable part after the header as it has, up to a page and
- *     a full batch (missing bytes read as 0).
+ *     a flags byte, the 24 header bytes, the device-readable size, the
+ *     device-writable size, then as many bytes of the device-readable
+ *     part after the header as it has, up to a page and a full batch
+ *     (missing bytes read as 0). Each size as flags say (bits 0-1 for
+ *     the device-readable part, bits 2-3 for the other): 0 a le16, 1 a
+ *     le64, 2 the size the header's type and count call for, computed as
+ *     a driver would in 64 bits (24 + 8 * count may wrap around), plus a
+ *     signed byte, 3 that size exactly. So the fuzzer reaches the sizes
+ *     that match a header, and the wrapped ones, without guessing them.
+ *     Bit 4 negates the header's count, bit 5 its slot (mod 2^64): small
+ *     numbers become the huge ones that make sums wrap around.
  * The header and the slot list are handed over in buffers of exactly the
  * part's size, so that ASan sees any read past the guest's bytes.
  * VTMEM_FUZZ_TRACE=1 prints each request and its status.
@@ -71,6 +77,35 @@ static uint64_t le_bytes(const uint8_t *p, size_t n)
         v |= (uint64_t)p[i] << (8 * i);
     }
     return v;
+}
+
+static void put_le(uint8_t *p, uint64_t v)
+{
+    for (size_t i = 0; i < 8; i++) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+}
+
+/* A part's size, as the flags' two bits for it say (see the top). */
+static uint64_t next_size(Input *f, unsigned mode, const uint8_t *hdr,
+                          bool out)
+{
+    uint32_t type = (uint32_t)le_bytes(hdr, 4);
+    uint64_t count = le_bytes(hdr + 16, 8), size;
+
+    if (mode < 2) {
+        return next_le(f, mode ? 8 : 2);
+    }
+    if (out) {
+        size = type == VIRTIO_TMEM_T_PUT ? 24 + VIRTIO_TMEM_PAGE_SIZE :
+               type == VIRTIO_TMEM_T_INVALIDATE_BATCH ? 24 + 8 * count : 24;
+    } else {
+        size = type == VIRTIO_TMEM_T_GET ? VIRTIO_TMEM_PAGE_SIZE + 4 : 4;
+    }
+    if (mode == 2) {
+        size += (uint64_t)(int64_t)(int8_t)next_le(f, 1);
+    }
+    return size;
 }
 
 /*
@@ -163,12 +198,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(store);
     while (f.pos < f.len) {
         uint8_t flags = (uint8_t)next_le(&f, 1);
-        uint64_t out_len = next_le(&f, flags & 1 ? 8 : 2);
-        uint64_t in_len = next_le(&f, flags & 2 ? 8 : 2);
         uint8_t hdr_bytes[HDR_BYTES];
-        size_t have = MIN(out_len, HDR_BYTES);
-        size_t tail_len = out_len > HDR_BYTES ?
-                          MIN(out_len - HDR_BYTES, TAIL_MAX) : 0;
+        uint64_t out_len, in_len;
+        size_t have, tail_len;
         uint8_t *hdr, *tail;
         uint64_t *batch = NULL;
         uint32_t status, want;
@@ -177,6 +209,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (size_t i = 0; i < HDR_BYTES; i++) {
             hdr_bytes[i] = (uint8_t)next_le(&f, 1);
         }
+        if (flags & 0x10) {
+            put_le(hdr_bytes + 16, -le_bytes(hdr_bytes + 16, 8));
+        }
+        if (flags & 0x20) {
+            put_le(hdr_bytes + 8, -le_bytes(hdr_bytes + 8, 8));
+        }
+        out_len = next_size(&f, flags & 3, hdr_bytes, true);
+        in_len = next_size(&f, (flags >> 2) & 3, hdr_bytes, false);
+        have = MIN(out_len, HDR_BYTES);
+        tail_len = out_len > HDR_BYTES ?
+                   MIN(out_len - HDR_BYTES, TAIL_MAX) : 0;
         tail = g_malloc(tail_len + 1);
         for (size_t i = 0; i < tail_len; i++) {
             tail[i] = (uint8_t)next_le(&f, 1);
