@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Build Debian's QEMU (7.2 of Debian 12, or 10.0 of Debian 13) with the
 # virtio-tmem device (qemu-device/), the vtmem page store
-# (host-pool/store/*.c) and the pool client (host-pool/client/*.c, GLib only)
-# compiled in.
+# (host-pool/store/*.c), the pool client (host-pool/client/*.c, GLib only)
+# and the device's request decoding (qemu-device/req/*.c, plain C) compiled
+# in.
 #
 # Usage: build-qemu.sh WORKDIR [plain] [sanitized]
 #   WORKDIR/src        QEMU source: hard-linked copy of the pristine tree in
@@ -47,6 +48,8 @@ jobs=${VTMEM_JOBS:-$(nproc)}
 store=${VTMEM_STORE_DIR:-$top/host-pool/store}
 # The pool client (vtmemd's protocol), compiled into QEMU the same way.
 client=$top/host-pool/client
+# The device's request decoding (plain C, also linked by the fuzzer).
+req=$here/req
 
 # ccache through its masquerade directory: QEMU's configure then runs "cc".
 if [ -d /usr/lib/ccache ]; then
@@ -184,11 +187,14 @@ overlay_sources() {
 }
 store_c=$(overlay_sources "$store" "page store")
 client_c=$(overlay_sources "$client" "pool client")
-# Files removed from host-pool/store/ or host-pool/client/ leave the build too.
+req_c=$(overlay_sources "$req" "request decoding")
+# Files removed from host-pool/store/, host-pool/client/ or qemu-device/req/
+# leave the build too.
 for f in "$src"/hw/virtio/vtmem/*.c "$src"/hw/virtio/vtmem/*.h; do
 	[ -e "$f" ] || continue
 	b=$(basename "$f")
-	[ "$b" = virtio_tmem.h ] || [ -e "$store/$b" ] || [ -e "$client/$b" ] || rm -f "$f"
+	[ "$b" = virtio_tmem.h ] || [ -e "$store/$b" ] || [ -e "$client/$b" ] ||
+		[ -e "$req/$b" ] || rm -f "$f"
 done
 
 install_text "$src/hw/virtio/vtmem/meson.build" <<EOM
@@ -197,7 +203,7 @@ vtmem_lz4 = dependency('liblz4', required: true)
 vtmem_dep = declare_dependency(include_directories: include_directories('.'),
                                dependencies: [vtmem_lz4])
 specific_ss.add(when: 'CONFIG_VIRTIO_TMEM',
-                if_true: [files('../virtio-tmem.c', $store_c $client_c), vtmem_dep])
+                if_true: [files('../virtio-tmem.c', $store_c $client_c $req_c), vtmem_dep])
 specific_ss.add(when: ['CONFIG_VIRTIO_TMEM', 'CONFIG_VIRTIO_PCI'],
                 if_true: [files('../virtio-tmem-pci.c'), vtmem_dep])
 EOM

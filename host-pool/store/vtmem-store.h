@@ -58,8 +58,12 @@ uint64_t vtmem_store_nr_slots(const VtmemStore *store);
 /*
  * Store a copy of the VTMEM_STORE_PAGE_SIZE bytes at page into slot,
  * replacing what the slot held. On VTMEM_ERR_NOSPACE the slot is left
- * EMPTY (never holds an older copy afterwards) and all else is unchanged.
- * On RANGE/INVAL nothing changes at all.
+ * EMPTY (never holds an older copy afterwards) and no other slot changes;
+ * metadata the put made on the way (the slot-table leaf of the slot's
+ * 253440 slots, a zspage directory segment and a page of its top level, a
+ * grown region table), within the limit, stays for reuse as it would after
+ * a successful put: memory_held may grow by that much (24 KiB at most
+ * seen), never past the limit. On RANGE/INVAL nothing changes at all.
  */
 vtmem_status vtmem_store_put(VtmemStore *store, uint64_t slot,
                              const void *page);

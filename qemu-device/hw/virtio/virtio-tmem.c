@@ -39,6 +39,7 @@
 #include "virtio_tmem.h"
 #include "vtmem-store.h"
 #include "vtmem-pool-client.h"
+#include "vtmem-req.h"
 
 QEMU_BUILD_BUG_ON(VIRTIO_TMEM_PAGE_SIZE != VTMEM_STORE_PAGE_SIZE);
 QEMU_BUILD_BUG_ON(sizeof(struct virtio_tmem_req_hdr) != 24);
@@ -246,11 +247,9 @@ static uint32_t virtio_tmem_invalidate_batch(VirtIOTmem *s,
         return VIRTIO_TMEM_S_INVAL;
     }
     /* Check every slot first: a bad batch drops nothing. */
-    for (i = 0; i < count; i++) {
-        s->batch[i] = le64_to_cpu(s->batch[i]);
-        if (s->batch[i] >= s->nr_slots) {
-            return VIRTIO_TMEM_S_INVAL;
-        }
+    if (vtmem_req_decode_batch(s->batch, count, s->nr_slots) !=
+        VIRTIO_TMEM_S_OK) {
+        return VIRTIO_TMEM_S_INVAL;
     }
     for (i = 0; i < count; i++) {
         vtmem_status st = vtmem_store_invalidate(s->store, s->batch[i]);
@@ -287,9 +286,9 @@ static uint32_t virtio_tmem_do_req(VirtIOTmem *s, VirtQueueElement *elem,
                                    size_t out_len, size_t in_len)
 {
     struct virtio_tmem_req_hdr hdr;
-    uint64_t slot, count;
     vtmem_status st;
-    uint32_t type;
+    uint32_t status;
+    VtmemReq req;
 
     if (out_len < HDR_SIZE ||
         iov_to_buf(elem->out_sg, elem->out_num, 0, &hdr, HDR_SIZE) !=
@@ -297,65 +296,42 @@ static uint32_t virtio_tmem_do_req(VirtIOTmem *s, VirtQueueElement *elem,
         trace_virtio_tmem_bad_req(s, 0, 0, 0, out_len, in_len);
         return VIRTIO_TMEM_S_INVAL;
     }
-    type = le32_to_cpu(hdr.type);
-    slot = le64_to_cpu(hdr.slot);
-    count = le64_to_cpu(hdr.count);
-    trace_virtio_tmem_req(s, type, slot, count);
+    /* Type, sizes and slot or range checked (vtmem-req.c). */
+    status = vtmem_req_decode(&hdr, out_len, in_len, s->nr_slots, &req);
+    trace_virtio_tmem_req(s, req.type, req.slot, req.count);
+    if (status != VIRTIO_TMEM_S_OK) {
+        trace_virtio_tmem_bad_req(s, req.type, req.slot, req.count, out_len,
+                                  in_len);
+        return status;
+    }
 
-    switch (type) {
+    switch (req.type) {
     case VIRTIO_TMEM_T_PUT:
-        if (out_len != HDR_SIZE + PAGE_SIZE ||
-            in_len != RESP_SIZE || slot >= s->nr_slots) {
-            break;
-        }
-        return virtio_tmem_put(s, elem, slot);
+        return virtio_tmem_put(s, elem, req.slot);
 
     case VIRTIO_TMEM_T_GET:
-        if (out_len != HDR_SIZE || in_len != PAGE_SIZE + RESP_SIZE ||
-            slot >= s->nr_slots) {
-            break;
-        }
-        return virtio_tmem_get(s, elem, slot);
+        return virtio_tmem_get(s, elem, req.slot);
 
     case VIRTIO_TMEM_T_INVALIDATE:
-        if (out_len != HDR_SIZE || in_len != RESP_SIZE ||
-            slot >= s->nr_slots) {
-            break;
-        }
-        st = vtmem_store_invalidate(s->store, slot);
+        st = vtmem_store_invalidate(s->store, req.slot);
         return st == VTMEM_ERR_NOENT ? VIRTIO_TMEM_S_OK :
                virtio_tmem_status(st);
 
     case VIRTIO_TMEM_T_INVALIDATE_RANGE:
-        if (out_len != HDR_SIZE || in_len != RESP_SIZE ||
-            slot > s->nr_slots || count > s->nr_slots - slot) {
-            break;
-        }
-        if (count == 0) {
+        if (req.count == 0) {
             return VIRTIO_TMEM_S_OK;
         }
-        return virtio_tmem_inval_begin(s, slot, count);
+        return virtio_tmem_inval_begin(s, req.slot, req.count);
 
     case VIRTIO_TMEM_T_INVALIDATE_ALL:
-        if (out_len != HDR_SIZE || in_len != RESP_SIZE) {
-            break;
-        }
         return virtio_tmem_inval_begin(s, 0, s->nr_slots);
 
     case VIRTIO_TMEM_T_INVALIDATE_BATCH:
-        if (count > VIRTIO_TMEM_MAX_BATCH ||
-            out_len != HDR_SIZE + count * sizeof(uint64_t) ||
-            in_len != RESP_SIZE) {
-            break;
-        }
-        return virtio_tmem_invalidate_batch(s, elem, count);
+        return virtio_tmem_invalidate_batch(s, elem, req.count);
 
-    default:
-        trace_virtio_tmem_bad_req(s, type, slot, count, out_len, in_len);
+    default:    /* not accepted by vtmem_req_decode */
         return VIRTIO_TMEM_S_UNSUPP;
     }
-    trace_virtio_tmem_bad_req(s, type, slot, count, out_len, in_len);
-    return VIRTIO_TMEM_S_INVAL;
 }
 
 /* Write the response and hand elem back to the driver. */
@@ -411,7 +387,7 @@ static bool virtio_tmem_elem_ok(VirtIOTmem *s, VirtQueueElement *elem,
         virtio_error(vdev, "virtio-tmem: request buffer outside guest RAM");
         return false;
     }
-    if (in_len < RESP_SIZE || in_len > PAGE_SIZE + RESP_SIZE) {
+    if (!vtmem_req_in_len_ok(in_len)) {
         trace_virtio_tmem_bad_elem(s, "device-writable size", in_len);
         virtio_error(vdev, "virtio-tmem: request with %zu device-writable"
                      " bytes (must be %zu or %zu)", in_len, RESP_SIZE,
