@@ -1,0 +1,12 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+# shellcheck shell=sh
+# Migration scenarios (vtmem_harness/scenarios/migrate.py): at "written"
+# the host migrates the VM (live, to a file and back, or a cancelled try)
+# while a second workload keeps swapping; both verify every byte after it.
+sync_host boot
+setup -b /dev/vda -s 512M
+workload bg 64 52 32M passes=3 &
+workload main 128 51 48M sync
+wait
+stat_dump end
+sync_host end
