@@ -112,6 +112,7 @@
  * renamed migrate_colo_enabled() to migrate_colo().
  */
 #if VTMEM_QEMU_AT_LEAST(8, 1)
+#include "qapi/qapi-types-migration.h"  /* options.h uses its types */
 #include "migration/options.h"
 #define vtmem_migrate_background_snapshot() migrate_background_snapshot()
 #define vtmem_migrate_colo() migrate_colo()
