@@ -60,9 +60,16 @@ def wait_incoming(dst, timeout=MIG_TIMEOUT):
 
 
 class Migrate(Scenario):
+    """Live: the disk is idle while the VM moves (no second workload).
+    With virtio-blk requests in flight, QEMU 7.2 (TCG) migrations leave
+    the guest's virtio-blk ring inconsistent: a request completes twice
+    (Oops in blk_mq_complete_request_remote) right after the switchover,
+    also without virtio-tmem (a control run without the device, 50 s of
+    pre-copy, crashed the same way)."""
     name = "migrate"
     tm = "limit=16M"
     timeout = 600
+    params = {"BG": 0}
 
     def guest_script(self):
         return image.shell_script(os.path.join(image.GUEST_DIR, "scenarios",
@@ -145,7 +152,8 @@ class Migrate(Scenario):
 
     def check(self, run):
         result_ok(run, "main")
-        result_ok(run, "bg")
+        if self.params.get("BG", 1):
+            result_ok(run, "bg")
         expect(run.st("main-written", "pages_host") > 0 and
                run.st("main-written", "pages_disk") > 0,
                "pages on the host and on the backing disk before migrating")
@@ -180,6 +188,7 @@ class Migrate(Scenario):
 class MigrateFile(Migrate):
     """Save to a file with the VM paused (virsh save), quit, restore."""
     name = "migrate-file"
+    params = {}
 
     def migrate(self, g, run):
         path = os.path.join(g.workdir, "vm.state")
@@ -209,6 +218,7 @@ class MigrateCancel(Migrate):
     """A slow migration cancelled halfway: the source goes on with every
     page (the destination refuses to run without the end of the stream)."""
     name = "migrate-cancel"
+    params = {}
 
     def migrate(self, g, run):
         sock = os.path.join(g.workdir, "mig.sock")
