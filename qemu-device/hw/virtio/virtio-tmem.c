@@ -38,6 +38,7 @@
 #include "trace.h"
 #include "virtio_tmem.h"
 #include "vtmem-store.h"
+#include "vtmem-stream.h"
 #include "vtmem-pool-client.h"
 #include "vtmem-req.h"
 
@@ -83,6 +84,12 @@ QEMU_BUILD_BUG_ON(sizeof(struct virtio_tmem_resp) != 4);
 #define VIRTIO_TMEM_COMPACT_INVAL_FRAG  (256 * KiB)
 #define VIRTIO_TMEM_LARGE_INVAL         256
 #define VIRTIO_TMEM_PUT_COMPACT_STEPS   16
+
+/*
+ * Migration: bytes of store objects one pre-copy iteration sends (one
+ * section of the stream); QEMU's rate limit is checked between sections.
+ */
+#define VIRTIO_TMEM_MIG_CHUNK           (256 * KiB)
 
 static uint32_t virtio_tmem_status(vtmem_status st)
 {
@@ -751,6 +758,20 @@ static void virtio_tmem_reset(VirtIODevice *vdev)
     }
 }
 
+/* The config space changed: tell the driver (main loop). */
+static void virtio_tmem_notify_config(VirtIOTmem *s)
+{
+    VirtIODevice *vdev = VIRTIO_DEVICE(s);
+
+    s->mig_notify = false;
+    if (vdev->status & VIRTIO_CONFIG_S_DRIVER_OK) {
+        virtio_notify_config(vdev);
+    } else {
+        /* virtio_notify_config() does nothing before DRIVER_OK */
+        vdev->generation++;
+    }
+}
+
 /*
  * Make the store enforce limit (the config space shows it). Lowering it
  * drops nothing: new PUTs are refused, and a compaction pass starts.
@@ -759,7 +780,6 @@ static void virtio_tmem_reset(VirtIODevice *vdev)
 static void virtio_tmem_apply_limit(VirtIOTmem *s, uint64_t limit,
                                     const char *source)
 {
-    VirtIODevice *vdev = VIRTIO_DEVICE(s);
     uint64_t old = s->store_limit;
 
     if (!s->store || limit == old) {
@@ -768,12 +788,7 @@ static void virtio_tmem_apply_limit(VirtIOTmem *s, uint64_t limit,
     trace_virtio_tmem_limit(s, source, old, limit);
     qatomic_set(&s->store_limit, limit);
     vtmem_store_set_limit(s->store, limit);
-    if (vdev->status & VIRTIO_CONFIG_S_DRIVER_OK) {
-        virtio_notify_config(vdev);
-    } else {
-        /* virtio_notify_config() does nothing before DRIVER_OK */
-        vdev->generation++;
-    }
+    virtio_tmem_notify_config(s);
     if (limit < old) {
         virtio_tmem_compact_start(s, "limit lowered");
     }
@@ -812,6 +827,9 @@ static void virtio_tmem_after_req_bh(void *opaque)
 
     if (!s->store) {
         return;
+    }
+    if (s->mig_notify && runstate_is_running()) {
+        virtio_tmem_notify_config(s);
     }
     virtio_tmem_pool_update(s);
     held = vtmem_store_memory_held(s->store);
@@ -903,6 +921,7 @@ typedef struct VirtIOTmemStats {
     uint64_t fragmentation;
     uint64_t compact_longest_step_ns;
     uint64_t longest_call_ns;
+    uint64_t migration_bytes;
 } VirtIOTmemStats;
 
 static void virtio_tmem_collect_stats(VirtIOTmem *s, VirtIOTmemStats *st)
@@ -914,6 +933,7 @@ static void virtio_tmem_collect_stats(VirtIOTmem *s, VirtIOTmemStats *st)
     }
     st->compact_longest_step_ns = qatomic_read(&s->compact_longest_step_ns);
     st->longest_call_ns = qatomic_read(&s->longest_call_ns);
+    st->migration_bytes = qatomic_read(&s->mig_bytes);
 }
 
 #define VIRTIO_TMEM_STAT(name, field) \
@@ -939,6 +959,7 @@ static const struct {
     VIRTIO_TMEM_STAT("compact-bytes-freed", store.compacted_bytes),
     VIRTIO_TMEM_STAT("compact-longest-step-ns", compact_longest_step_ns),
     VIRTIO_TMEM_STAT("longest-call-ns", longest_call_ns),
+    VIRTIO_TMEM_STAT("migration-bytes", migration_bytes),
 };
 
 static uint64_t virtio_tmem_stat_value(const VirtIOTmemStats *st, size_t i)
@@ -1011,6 +1032,293 @@ void virtio_tmem_add_aliases(Object *obj, Object *vdev)
 }
 
 /*
+ * Migration (docs/virtio-tmem.md, "Migration"): the store travels in a
+ * live section of its own, in the vtmem stream format (vtmem-stream.h),
+ * objects as stored. Source: save_setup starts the store's dirty log and
+ * writes the header; each pre-copy iteration sends dirty slots, about
+ * VIRTIO_TMEM_MIG_CHUNK bytes; the pending size (dirty slots times the
+ * average record) is data that must go before the destination starts;
+ * complete (VM stopped) sends every slot still dirty and END; cleanup
+ * stops the log. Migration never changes the source store: after a
+ * cancel or failure the VM goes on with all its pages.
+ * Destination: load_setup empties the store, the loader validates every
+ * record and loads without the limit; load_cleanup enforces the limit
+ * again (the guest shrinks any excess: VIRTIO_TMEM_F_SHRINK) and, unless
+ * the whole stream was read, leaves the store empty. The device's vmstate
+ * (after the live section in the stream) fails the load if END was not
+ * read or the slot count differs.
+ */
+
+/* VtmemStreamWriteFn: the outgoing migration stream */
+static bool virtio_tmem_mig_write(void *opaque, const void *buf, size_t len)
+{
+    VirtIOTmem *s = opaque;
+
+    qemu_put_buffer(s->mig_out, buf, len);
+    return qemu_file_get_error(s->mig_out) == 0;
+}
+
+/* VtmemStreamReadFn: the incoming migration stream */
+static bool virtio_tmem_mig_read(void *opaque, void *buf, size_t len)
+{
+    VirtIOTmem *s = opaque;
+
+    return qemu_get_buffer(s->mig_in, buf, len) == len &&
+           qemu_file_get_error(s->mig_in) == 0;
+}
+
+static void virtio_tmem_mig_note_bytes(VirtIOTmem *s)
+{
+    qatomic_set(&s->mig_bytes, vtmem_stream_save_bytes(s->mig_saver));
+}
+
+static int virtio_tmem_save_setup_errp(QEMUFile *f, void *opaque,
+                                       Error **errp)
+{
+    VirtIOTmem *s = opaque;
+    GError *gerr = NULL;
+
+    /*
+     * A background snapshot saves the devices first and the live
+     * sections while the guest runs on: pages would be saved as they are
+     * later. COLO checkpoints leave live sections out.
+     */
+    if (vtmem_migrate_background_snapshot()) {
+        error_setg(errp, "virtio-tmem: background snapshots are not"
+                   " supported (the device's pages would not be saved as"
+                   " of the snapshot)");
+        return -ENOTSUP;
+    }
+    if (vtmem_migrate_colo()) {
+        error_setg(errp, "virtio-tmem: COLO is not supported (its"
+                   " checkpoints do not carry the device's pages)");
+        return -ENOTSUP;
+    }
+    g_clear_pointer(&s->mig_saver, vtmem_stream_save_end);
+    s->mig_out = f;
+    qatomic_set(&s->mig_bytes, 0);
+    s->mig_saver = vtmem_stream_save_begin(s->store, virtio_tmem_mig_write,
+                                           s, &gerr);
+    if (!s->mig_saver) {
+        error_setg(errp, "virtio-tmem: %s", gerr->message);
+        g_error_free(gerr);
+        return -EIO;
+    }
+    virtio_tmem_mig_note_bytes(s);
+    trace_virtio_tmem_mig_save_setup(s, vtmem_store_dirty_count(s->store),
+                                     vtmem_store_memory_held(s->store));
+    return 0;
+}
+
+VTMEM_SAVE_SETUP_FN(virtio_tmem_save_setup, virtio_tmem_save_setup_errp)
+
+/* Migration thread, without the BQL: the guest runs and PUTs meanwhile. */
+static int virtio_tmem_save_iterate(QEMUFile *f, void *opaque)
+{
+    VirtIOTmem *s = opaque;
+    uint64_t before = vtmem_stream_save_bytes(s->mig_saver);
+    GError *gerr = NULL;
+    int ret;
+
+    if (!s->mig_saver) {
+        return -EINVAL;
+    }
+    s->mig_out = f;
+    ret = vtmem_stream_save_iterate(s->mig_saver, VIRTIO_TMEM_MIG_CHUNK,
+                                    &gerr);
+    if (ret < 0) {
+        error_report("virtio-tmem: migration: %s", gerr->message);
+        g_error_free(gerr);
+        return -EIO;
+    }
+    virtio_tmem_mig_note_bytes(s);
+    trace_virtio_tmem_mig_save_iterate(s, qatomic_read(&s->mig_bytes) - before,
+                                       ret);
+    return ret;
+}
+
+static uint64_t virtio_tmem_save_pending_bytes(void *opaque)
+{
+    VirtIOTmem *s = opaque;
+    uint64_t bytes = vtmem_stream_save_pending(s->mig_saver);
+
+    trace_virtio_tmem_mig_pending(s, bytes);
+    return bytes;
+}
+
+VTMEM_PENDING_FN(virtio_tmem_save_pending, virtio_tmem_save_pending_bytes)
+
+/*
+ * The VM is stopped (the IOThread too) and the BQL held: send every slot
+ * still dirty and END. A range still being dropped in steps is dropped
+ * to its end first, so that the destination gets the final contents; its
+ * request (not completed: guest RAM is already sent) stays in the ring
+ * and the destination runs it again (virtio_tmem_post_load).
+ */
+static int virtio_tmem_save_complete(QEMUFile *f, void *opaque)
+{
+    VirtIOTmem *s = opaque;
+    GError *gerr = NULL;
+
+    if (!s->mig_saver) {
+        return -EINVAL;
+    }
+    if (s->inval_next < s->inval_end) {
+        vtmem_store_invalidate_range(s->store, s->inval_next,
+                                     s->inval_end - s->inval_next, NULL);
+    }
+    s->mig_out = f;
+    if (!vtmem_stream_save_complete(s->mig_saver, &gerr)) {
+        error_report("virtio-tmem: migration: %s", gerr->message);
+        g_error_free(gerr);
+        return -EIO;
+    }
+    virtio_tmem_mig_note_bytes(s);
+    trace_virtio_tmem_mig_save_complete(s, qatomic_read(&s->mig_bytes),
+                                        vtmem_store_memory_held(s->store));
+    return 0;
+}
+
+/* After success, failure or cancel: the dirty log stops, nothing else. */
+static void virtio_tmem_save_cleanup(void *opaque)
+{
+    VirtIOTmem *s = opaque;
+
+    trace_virtio_tmem_mig_save_cleanup(s, qatomic_read(&s->mig_bytes));
+    g_clear_pointer(&s->mig_saver, vtmem_stream_save_end);
+    s->mig_out = NULL;
+}
+
+/*
+ * Main loop (BQL), before any record: the store must be empty. An
+ * incoming QEMU was reset at start and loadvm resets the machine, but
+ * the reset empties the store in steps from a bottom half: finish that
+ * here so that it never drops loaded pages.
+ */
+static int virtio_tmem_load_setup_errp(QEMUFile *f, void *opaque,
+                                       Error **errp)
+{
+    VirtIOTmem *s = opaque;
+
+    virtio_tmem_inval_abort(s);
+    s->inval_next = s->inval_end = 0;
+    vtmem_store_invalidate_all(s->store);
+    g_clear_pointer(&s->mig_loader, vtmem_stream_load_end);
+    s->mig_in = f;
+    s->mig_loaded = false;
+    s->mig_loader = vtmem_stream_load_begin(s->store, virtio_tmem_mig_read,
+                                            s);
+    trace_virtio_tmem_mig_load_setup(s, s->nr_slots);
+    return 0;
+}
+
+VTMEM_LOAD_SETUP_FN(virtio_tmem_load_setup, virtio_tmem_load_setup_errp)
+
+/* One section of the stream (main loop, BQL). */
+static int virtio_tmem_load_state(QEMUFile *f, void *opaque, int version_id)
+{
+    VirtIOTmem *s = opaque;
+    GError *gerr = NULL;
+    uint64_t held;
+    int ret;
+
+    if (!s->mig_loader) {
+        error_report("virtio-tmem: migration data without its setup");
+        return -EINVAL;
+    }
+    s->mig_in = f;
+    ret = vtmem_stream_load_section(s->mig_loader, &gerr);
+    if (ret < 0) {
+        error_report("virtio-tmem: incoming migration refused: %s",
+                     gerr->message);
+        g_error_free(gerr);
+        return -EINVAL;
+    }
+    s->mig_loaded = ret == 1;
+    held = vtmem_store_memory_held(s->store);
+    if (s->pool_client) {
+        /*
+         * vtmemd learns early how much is coming (the header has the
+         * source's usage); the client sends only at granule boundaries.
+         */
+        vtmem_pool_client_update(s->pool_client, held,
+                                 MAX(held, vtmem_stream_load_source_held(
+                                                s->mig_loader)));
+    }
+    trace_virtio_tmem_mig_load_section(s, ret, held);
+    return 0;
+}
+
+/*
+ * After the whole incoming stream (also after a failure): the limit is
+ * enforced again. A store the guest no longer fits in is shrunk by the
+ * guest (shrink_target); the driver is told the new config once the VM
+ * runs, vtmemd the usage now.
+ */
+static int virtio_tmem_load_cleanup(void *opaque)
+{
+    VirtIOTmem *s = opaque;
+    bool ok;
+
+    if (!s->mig_loader) {
+        return 0;
+    }
+    ok = vtmem_stream_load_end(s->mig_loader);
+    s->mig_loader = NULL;
+    s->mig_in = NULL;
+    trace_virtio_tmem_mig_load_done(s, ok, vtmem_store_memory_held(s->store),
+                                    s->store_limit);
+    s->mig_notify = ok;
+    qemu_bh_schedule(s->after_req_bh);
+    return 0;
+}
+
+static const SaveVMHandlers virtio_tmem_savevm_handlers = {
+    .save_setup = virtio_tmem_save_setup,
+    .save_live_iterate = virtio_tmem_save_iterate,
+    VTMEM_SAVEVM_PENDING(virtio_tmem_save_pending),
+    VTMEM_SAVEVM_COMPLETE(virtio_tmem_save_complete),
+    .save_cleanup = virtio_tmem_save_cleanup,
+    .load_setup = virtio_tmem_load_setup,
+    .load_state = virtio_tmem_load_state,
+    .load_cleanup = virtio_tmem_load_cleanup,
+};
+
+/* The VM runs (again): the driver may have a new config to read. */
+static void virtio_tmem_vm_state_change(void *opaque, bool running,
+                                        RunState state)
+{
+    VirtIOTmem *s = opaque;
+
+    if (running && s->mig_notify) {
+        qemu_bh_schedule(s->after_req_bh);
+    }
+}
+
+/* realize: one live section per device, named after its qdev path */
+static void virtio_tmem_mig_register(VirtIOTmem *s)
+{
+    g_autofree char *path = vmstate_if_get_id(VMSTATE_IF(s));
+
+    s->mig_id = g_strdup_printf("%s/virtio-tmem-store", path ? path : "");
+    register_savevm_live(s->mig_id, VMSTATE_INSTANCE_ID_ANY, 1,
+                         &virtio_tmem_savevm_handlers, s);
+    s->vm_state = qemu_add_vm_change_state_handler(
+                      virtio_tmem_vm_state_change, s);
+}
+
+static void virtio_tmem_mig_unregister(VirtIOTmem *s)
+{
+    if (s->mig_id) {
+        unregister_savevm(VMSTATE_IF(s), "virtio-tmem-store", s);
+        g_clear_pointer(&s->mig_id, g_free);
+    }
+    g_clear_pointer(&s->vm_state, qemu_del_vm_change_state_handler);
+    g_clear_pointer(&s->mig_saver, vtmem_stream_save_end);
+    g_clear_pointer(&s->mig_loader, vtmem_stream_load_end);
+}
+
+/*
  * Everything realize acquires, freed in reverse; NULL-safe, so realize's
  * failure paths and unrealize share it.
  */
@@ -1025,7 +1333,6 @@ static void virtio_tmem_free_resources(VirtIOTmem *s)
     g_clear_pointer(&s->store, vtmem_store_free);
     g_clear_pointer(&s->bounce, g_free);
     g_clear_pointer(&s->batch, g_free);
-    vtmem_migrate_del_blocker(&s->migration_blocker);
 }
 
 static bool virtio_tmem_connect_pool(VirtIOTmem *s, Error **errp)
@@ -1070,12 +1377,6 @@ static void virtio_tmem_device_realize(DeviceState *dev, Error **errp)
         return;
     }
 
-    error_setg(&s->migration_blocker, "virtio-tmem does not support"
-               " migration yet: the guest's pages held by the device would"
-               " be lost");
-    if (vtmem_migrate_add_blocker(&s->migration_blocker, errp) < 0) {
-        return;
-    }
     s->store = vtmem_store_new(s->nr_slots, s->limit);
     if (!s->store) {
         error_setg(errp, "cannot create a page store of %" PRIu64 " slots",
@@ -1104,6 +1405,7 @@ static void virtio_tmem_device_realize(DeviceState *dev, Error **errp)
 
     virtio_init(vdev, VIRTIO_ID_TMEM, sizeof(struct virtio_tmem_config));
     s->vq = virtio_add_queue(vdev, s->queue_size, virtio_tmem_handle_req);
+    virtio_tmem_mig_register(s);
     return;
 
 fail:
@@ -1115,6 +1417,7 @@ static void virtio_tmem_device_unrealize(DeviceState *dev)
     VirtIODevice *vdev = VIRTIO_DEVICE(dev);
     VirtIOTmem *s = VIRTIO_TMEM(dev);
 
+    virtio_tmem_mig_unregister(s);
     g_clear_pointer(&s->inval_elem, g_free);
     virtio_delete_queue(s->vq);
     virtio_cleanup(vdev);
@@ -1130,11 +1433,64 @@ static void virtio_tmem_instance_init(Object *obj)
 }
 
 /*
- * Live migration is not implemented yet (the store's pages would have to be
- * sent): the migration blocker added at realize refuses migrate and savevm
- * with a clear error. The VMState is the standard virtio one for when the
- * pages are sent along.
+ * The device's own state, after the live section in the stream: the
+ * slot count must be the source's (the driver read it), and the live
+ * section must have been read to its END.
  */
+static int virtio_tmem_pre_save(void *opaque)
+{
+    VirtIOTmem *s = opaque;
+
+    s->mig_nr_slots = s->nr_slots;
+    return 0;
+}
+
+static int virtio_tmem_dev_post_load(void *opaque, int version_id)
+{
+    VirtIOTmem *s = opaque;
+
+    if (s->mig_nr_slots != s->nr_slots) {
+        error_report("virtio-tmem: the source device has %" PRIu64
+                     " slots, this one %" PRIu64 " ('slots' must be equal)",
+                     s->mig_nr_slots, s->nr_slots);
+        return -EINVAL;
+    }
+    if (!s->mig_loaded) {
+        error_report("virtio-tmem: the device's pages are missing from the"
+                     " migration stream (its live section was not read to"
+                     " the end)");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static const VMStateDescription vmstate_virtio_tmem_device = {
+    .name = "virtio-tmem-device",
+    .minimum_version_id = 1,
+    .version_id = 1,
+    .pre_save = virtio_tmem_pre_save,
+    .post_load = virtio_tmem_dev_post_load,
+    .fields = (VMStateField[]) {
+        VMSTATE_UINT64(mig_nr_slots, VirtIOTmem),
+        VMSTATE_END_OF_LIST()
+    },
+};
+
+/*
+ * After virtio_load: a request popped on the source but not completed
+ * (a range dropped in steps) is in use; make it available again so that
+ * it runs here. Every request type is idempotent.
+ */
+static int virtio_tmem_post_load(VirtIODevice *vdev)
+{
+    VirtIOTmem *s = VIRTIO_TMEM(vdev);
+
+    while (virtqueue_rewind(s->vq, 1)) {
+        continue;
+    }
+    return 0;
+}
+
 static const VMStateDescription vmstate_virtio_tmem = {
     .name = "virtio-tmem",
     .minimum_version_id = 1,
@@ -1167,6 +1523,8 @@ static void virtio_tmem_class_init(ObjectClass *klass,
 
     device_class_set_props(dc, virtio_tmem_properties);
     dc->vmsd = &vmstate_virtio_tmem;
+    vdc->vmsd = &vmstate_virtio_tmem_device;
+    vdc->post_load = virtio_tmem_post_load;
     set_bit(DEVICE_CATEGORY_MISC, dc->categories);
     vdc->realize = virtio_tmem_device_realize;
     vdc->unrealize = virtio_tmem_device_unrealize;

@@ -23,6 +23,7 @@
 #include "libqos/qgraph.h"
 #include "libqos/virtio.h"
 #include "libqos/virtio-pci.h"
+#include "libqos/pci-pc.h"
 #include "../../hw/virtio/vtmem/virtio_tmem.h"
 
 #define TMEM_TIMEOUT_US (30 * 1000 * 1000)
@@ -1603,23 +1604,372 @@ static void test_compact_auto(void *obj, void *data, QGuestAllocator *alloc)
     tm_stop(&t);
 }
 
-/* Migration is refused with a clear error */
-static void test_migration_blocked(void *obj, void *data,
-                                   QGuestAllocator *alloc)
+/*
+ * Migration: a second QEMU (the destination) with this test's command
+ * line (args: its "before" changes) and -incoming; its stderr goes to
+ * errlog when given. The requests on the destination go through a copy
+ * of the source's virtio-pci driver state on a PCI bus of the
+ * destination's QTestState: guest RAM (rings, buffers) came along.
+ */
+typedef struct MigDest {
+    QTestState *qts;
+    QPCIBus *bus;
+    QPCIDevice *pdev;
+    QVirtioPCIDevice *vpci;
+    Tm t;
+} MigDest;
+
+static void mig_dest_start(MigDest *d, TestArg *ta, const char *incoming,
+                           const char *errlog)
 {
-    QDict *resp, *err;
+    GString *cmd = g_string_new(qos_get_current_command_line());
+
+    tmem_before(cmd, ta);
+    g_string_append_printf(cmd, " -incoming '%s'", incoming);
+    if (errlog) {
+        g_string_append_printf(cmd, " 2>%s", errlog);
+    }
+    memset(d, 0, sizeof(*d));
+    d->qts = qtest_init(cmd->str);
+    g_string_free(cmd, true);
+}
+
+/* After the switchover: drive the device on the destination. */
+static Tm *mig_dest_driver(MigDest *d, Tm *src)
+{
+    QVirtioPCIDevice *p = tm_pci(src);
+
+    d->bus = qpci_new_pc(d->qts, NULL);
+    d->pdev = g_memdup2(p->pdev, sizeof(*p->pdev));
+    d->pdev->bus = d->bus;
+    d->vpci = g_memdup2(p, sizeof(*p));
+    d->vpci->pdev = d->pdev;
+    d->t = *src;
+    d->t.qts = d->qts;
+    d->t.dev = &d->vpci->vdev;
+    return &d->t;
+}
+
+static void mig_dest_free(MigDest *d)
+{
+    qtest_quit(d->qts);
+    g_free(d->vpci);
+    g_free(d->pdev);
+    if (d->bus) {
+        qpci_free_pc(d->bus);
+    }
+}
+
+static void qmp_ok(QTestState *qts, QDict *resp)
+{
+    if (!qdict_haskey(resp, "return")) {
+        g_test_message("QMP error: %s",
+                       qdict_get_str(qdict_get_qdict(resp, "error"), "desc"));
+    }
+    g_assert(qdict_haskey(resp, "return"));
+    qobject_unref(resp);
+}
+
+static void mig_bandwidth(QTestState *qts, uint64_t bytes_per_s)
+{
+    qmp_ok(qts, qtest_qmp(qts, "{'execute': 'migrate-set-parameters',"
+                          " 'arguments': {'max-bandwidth': %" PRIu64 "}}",
+                          bytes_per_s));
+}
+
+static void mig_start(QTestState *qts, const char *uri)
+{
+    qmp_ok(qts, qtest_qmp(qts, "{'execute': 'migrate', 'arguments':"
+                          " {'uri': %s}}", uri));
+}
+
+static char *mig_status(QTestState *qts)
+{
+    QDict *resp = qtest_qmp(qts, "{'execute': 'query-migrate'}");
+    QDict *ret = qdict_get_qdict(resp, "return");
+    char *status = g_strdup(qdict_haskey(ret, "status") ?
+                            qdict_get_str(ret, "status") : "none");
+
+    qobject_unref(resp);
+    return status;
+}
+
+/* Wait until the migration's status is one of want ("a|b"). */
+static char *mig_wait(QTestState *qts, const char *want)
+{
+    gint64 end = g_get_monotonic_time() + 60 * G_USEC_PER_SEC;
+    g_auto(GStrv) wants = g_strsplit(want, "|", 0);
+
+    for (;;) {
+        char *status = mig_status(qts);
+
+        if (g_strv_contains((const char * const *)wants, status)) {
+            return status;
+        }
+        g_assert_cmpint(g_get_monotonic_time(), <, end);
+        g_free(status);
+        g_usleep(10 * 1000);
+    }
+}
+
+static void mig_wait_done(QTestState *qts)
+{
+    g_autofree char *status = mig_wait(qts, "completed|failed|cancelled");
+
+    g_assert_cmpstr(status, ==, "completed");
+}
+
+static void assert_running(QTestState *qts, bool want)
+{
+    QDict *resp = qtest_qmp(qts, "{'execute': 'query-status'}");
+
+    g_assert_cmpint(qdict_get_bool(qdict_get_qdict(resp, "return"),
+                                   "running"), ==, want);
+    qobject_unref(resp);
+}
+
+/* The page mix of the migration tests (kinds as make_page, 3+ random) */
+#define MIG_PAGES 16
+static void mig_put_pages(Tm *t, uint8_t **pages)
+{
+    int i;
+
+    for (i = 0; i < MIG_PAGES; i++) {
+        pages[i] = i % 4 == 3 ? make_half_page(5000 + i)
+                              : make_page(i < 3 ? i : 5000 + i);
+        g_assert_cmpuint(tm_put(t, 7 * i, pages[i]), ==, VIRTIO_TMEM_S_OK);
+    }
+}
+
+/* Every page, byte for byte; the slots in between empty */
+static void mig_check_pages(Tm *t, uint8_t **pages)
+{
+    int i;
+
+    for (i = 0; i < MIG_PAGES; i++) {
+        assert_slot(t, 7 * i, pages[i]);
+    }
+    assert_slot(t, 1, NULL);
+    assert_slot(t, TEST_SLOTS - 1, NULL);
+}
+
+static void mig_report(Tm *src, Tm *dst, const char *what)
+{
+    g_test_message("%s: %" PRIu64 " pages (%" PRIu64 " bytes held), stream"
+                   " %" PRIu64 " bytes", what, tm_stat(dst, "stored-pages"),
+                   tm_stat(dst, "memory-held"),
+                   tm_stat(src, "migration-bytes"));
+}
+
+/*
+ * Live migration over a unix socket: pages PUT before, and PUTs and
+ * INVALIDATEs while the migration runs (the dirty log), arrive byte for
+ * byte; the destination's device serves requests.
+ */
+static void test_migrate(void *obj, void *data, QGuestAllocator *alloc)
+{
+    g_autofree char *dir = g_dir_make_tmp("vtmem-mig-XXXXXX", NULL);
+    g_autofree char *sock = g_build_filename(dir, "mig.sock", NULL);
+    g_autofree char *uri = g_strdup_printf("unix:%s", sock);
+    uint8_t *pages[MIG_PAGES];
+    g_autofree uint8_t *late = make_page(6001);
+    g_autofree char *status = NULL;
+    MigDest d;
+    Tm t, *dt;
+    int i;
+
+    tm_start(&t, obj, alloc);
+    mig_put_pages(&t, pages);
+    mig_dest_start(&d, data, uri, NULL);
+    /* slow: the migration is still running while the guest changes pages */
+    mig_bandwidth(t.qts, 100 * 1000);
+    mig_start(t.qts, uri);
+    g_free(mig_wait(t.qts, "active"));
+    g_assert_cmpuint(tm_put(&t, 7 * 2, late), ==, VIRTIO_TMEM_S_OK);
+    g_free(pages[2]);
+    pages[2] = g_memdup2(late, PAGE);
+    g_assert_cmpuint(tm_simple(&t, VIRTIO_TMEM_T_INVALIDATE, 7 * 5, 0), ==,
+                     VIRTIO_TMEM_S_OK);
+    g_assert_cmpuint(tm_put(&t, 7 * 5 + 1, pages[5]), ==, VIRTIO_TMEM_S_OK);
+    status = mig_status(t.qts);
+    g_assert_cmpstr(status, ==, "active");
+    mig_bandwidth(t.qts, 0);
+    mig_wait_done(t.qts);
+    qtest_qmp_eventwait(d.qts, "RESUME");
+
+    dt = mig_dest_driver(&d, &t);
+    mig_report(&t, dt, "migrate");
+    g_assert_cmpuint(tm_stat(dt, "stored-pages"), ==, MIG_PAGES);
+    for (i = 0; i < MIG_PAGES; i++) {
+        if (i != 5) {
+            assert_slot(dt, 7 * i, pages[i]);
+        }
+    }
+    assert_slot(dt, 7 * 5, NULL);
+    assert_slot(dt, 7 * 5 + 1, pages[5]);
+    /* the destination stores new pages */
+    g_assert_cmpuint(tm_put(dt, 3, late), ==, VIRTIO_TMEM_S_OK);
+    assert_slot(dt, 3, late);
+    g_assert_cmpuint(qvirtio_config_readq(dt->dev,
+                         offsetof(struct virtio_tmem_config, usage)), ==,
+                     tm_stat(dt, "memory-held"));
+    free_pages(pages, MIG_PAGES);
+    mig_dest_free(&d);
+    tm_stop(&t);
+    rmdir(dir);
+}
+
+/* Save to a file with the VM paused, load it in a new QEMU */
+static void test_migrate_file(void *obj, void *data, QGuestAllocator *alloc)
+{
+    g_autofree char *dir = g_dir_make_tmp("vtmem-mig-XXXXXX", NULL);
+    g_autofree char *file = g_build_filename(dir, "vm.state", NULL);
+    g_autofree char *out = g_strdup_printf("exec:cat > %s", file);
+    g_autofree char *in = g_strdup_printf("exec:cat %s", file);
+    uint8_t *pages[MIG_PAGES];
+    MigDest d;
     Tm t;
 
     tm_start(&t, obj, alloc);
-    resp = qtest_qmp(t.qts, "{'execute': 'migrate', 'arguments':"
-                     " {'uri': 'exec:cat > /dev/null'}}");
-    g_assert(qdict_haskey(resp, "error"));
-    err = qdict_get_qdict(resp, "error");
-    g_assert_nonnull(strstr(qdict_get_str(err, "desc"),
-                            "virtio-tmem does not support migration"));
-    qobject_unref(resp);
-    assert_alive(&t);
+    mig_put_pages(&t, pages);
+    qmp_ok(t.qts, qtest_qmp(t.qts, "{'execute': 'stop'}"));
+    mig_start(t.qts, out);
+    mig_wait_done(t.qts);
+    mig_dest_start(&d, data, in, NULL);
+    /* saved paused: restored paused (as virsh restore --paused) */
+    mig_wait_done(d.qts);
+    qmp_ok(d.qts, qtest_qmp(d.qts, "{'execute': 'cont'}"));
+    qtest_qmp_eventwait(d.qts, "RESUME");
+    mig_check_pages(mig_dest_driver(&d, &t), pages);
+    mig_report(&t, &d.t, "migrate-file");
+    free_pages(pages, MIG_PAGES);
+    mig_dest_free(&d);
     tm_stop(&t);
+    unlink(file);
+    rmdir(dir);
+}
+
+/* A cancelled migration leaves the source running with all its pages. */
+static void test_migrate_cancel(void *obj, void *data,
+                                QGuestAllocator *alloc)
+{
+    g_autofree uint8_t *late = make_page(6002);
+    uint8_t *pages[MIG_PAGES];
+    Tm t;
+
+    tm_start(&t, obj, alloc);
+    mig_put_pages(&t, pages);
+    mig_bandwidth(t.qts, 10 * 1000);
+    mig_start(t.qts, "exec:cat > /dev/null");
+    g_free(mig_wait(t.qts, "active"));
+    g_assert_cmpuint(tm_put(&t, 2, late), ==, VIRTIO_TMEM_S_OK);
+    qmp_ok(t.qts, qtest_qmp(t.qts, "{'execute': 'migrate_cancel'}"));
+    g_free(mig_wait(t.qts, "cancelled"));
+    assert_running(t.qts, true);
+    mig_check_pages(&t, pages);
+    assert_slot(&t, 2, late);
+    g_assert_cmpuint(tm_stat(&t, "stored-pages"), ==, MIG_PAGES + 1);
+    g_assert_cmpuint(tm_put(&t, 4, late), ==, VIRTIO_TMEM_S_OK);
+    assert_slot(&t, 4, late);
+    free_pages(pages, MIG_PAGES);
+    tm_stop(&t);
+}
+
+/*
+ * A destination that refuses the stream exits with the reason; the
+ * source's migration fails and it runs on with its pages. errlog gets
+ * the destination's stderr; want is the message expected there.
+ */
+static void mig_refused(Tm *t, MigDest *d, const char *errlog,
+                        const char *want, uint8_t **pages)
+{
+    g_autofree char *log = NULL;
+    gint64 end = g_get_monotonic_time() + 60 * G_USEC_PER_SEC;
+
+    qtest_set_expected_status(d->qts, 1);
+    while (qtest_probe_child(d->qts)) {
+        g_assert_cmpint(g_get_monotonic_time(), <, end);
+        g_usleep(10 * 1000);
+    }
+    g_assert_true(g_file_get_contents(errlog, &log, NULL, NULL));
+    g_test_message("destination: %s", log);
+    g_assert_nonnull(strstr(log, want));
+    if (t) {
+        g_autofree char *status = mig_wait(t->qts,
+                                           "completed|failed|cancelled");
+
+        g_assert_cmpstr(status, ==, "failed");
+        assert_running(t->qts, true);
+        mig_check_pages(t, pages);
+    }
+    mig_dest_free(d);
+    unlink(errlog);
+}
+
+/* The destination has another slot count: refused, with the reason. */
+static void test_migrate_slots(void *obj, void *data, QGuestAllocator *alloc)
+{
+    g_autofree char *dir = g_dir_make_tmp("vtmem-mig-XXXXXX", NULL);
+    g_autofree char *sock = g_build_filename(dir, "mig.sock", NULL);
+    g_autofree char *errlog = g_build_filename(dir, "dest.log", NULL);
+    g_autofree char *uri = g_strdup_printf("unix:%s", sock);
+    TestArg other = *(TestArg *)data;
+    uint8_t *pages[MIG_PAGES];
+    MigDest d;
+    Tm t;
+
+    tm_start(&t, obj, alloc);
+    mig_put_pages(&t, pages);
+    other.slots = "2048";
+    mig_dest_start(&d, &other, uri, errlog);
+    mig_start(t.qts, uri);
+    mig_refused(&t, &d, errlog, "source has 1024 slots, destination 2048",
+                pages);
+    free_pages(pages, MIG_PAGES);
+    tm_stop(&t);
+    rmdir(dir);
+}
+
+/*
+ * A saved stream with one record's kind changed: the load fails with the
+ * decoder's reason (and the destination keeps nothing).
+ */
+static void test_migrate_corrupt(void *obj, void *data,
+                                 QGuestAllocator *alloc)
+{
+    g_autofree char *dir = g_dir_make_tmp("vtmem-mig-XXXXXX", NULL);
+    g_autofree char *file = g_build_filename(dir, "vm.state", NULL);
+    g_autofree char *errlog = g_build_filename(dir, "dest.log", NULL);
+    g_autofree char *out = g_strdup_printf("exec:cat > %s", file);
+    g_autofree char *in = g_strdup_printf("exec:cat %s", file);
+    g_autofree uint8_t *needle = g_malloc(8 + PAGE);
+    g_autofree char *state = NULL;
+    uint8_t *pages[MIG_PAGES], *rec;
+    gsize len;
+    MigDest d;
+    Tm t;
+
+    tm_start(&t, obj, alloc);
+    mig_put_pages(&t, pages);
+    qmp_ok(t.qts, qtest_qmp(t.qts, "{'execute': 'stop'}"));
+    mig_start(t.qts, out);
+    mig_wait_done(t.qts);
+
+    /* the RAW record of page 4 (random: stored raw) in slot 28 */
+    stq_be_p(needle, (7 * 4) << 8 | 0x02);
+    memcpy(needle + 8, pages[4], PAGE);
+    g_assert_true(g_file_get_contents(file, &state, &len, NULL));
+    rec = memmem(state, len, needle, 8 + PAGE);
+    g_assert_nonnull(rec);
+    rec[7] = 0x7f;
+    g_assert_true(g_file_set_contents(file, state, len, NULL));
+
+    mig_dest_start(&d, data, in, errlog);
+    mig_refused(NULL, &d, errlog, "unknown record kind", NULL);
+    free_pages(pages, MIG_PAGES);
+    tm_stop(&t);
+    unlink(file);
+    rmdir(dir);
 }
 
 /* Wait (real time: the main loop serves the pool socket) for a property */
@@ -1865,7 +2215,11 @@ static const struct {
     { "compact", test_compact, .iothread = true },
     { "compact-auto", test_compact_auto },
     { "compact-limit", test_compact_limit },
-    { "migration-blocked", test_migration_blocked },
+    { "migrate", test_migrate, .iothread = true },
+    { "migrate-file", test_migrate_file, .iothread = true },
+    { "migrate-cancel", test_migrate_cancel, .iothread = true },
+    { "migrate-slots", test_migrate_slots },
+    { "migrate-corrupt", test_migrate_corrupt },
     { "pool-standalone", test_pool_standalone, NULL, POOL_NONE },
     { "pool-unreachable", test_pool_standalone, NULL, POOL_UNREACHABLE,
       .iothread = true },

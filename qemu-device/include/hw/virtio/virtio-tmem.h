@@ -26,6 +26,8 @@ OBJECT_DECLARE_TYPE(VirtIOTmem, VirtIOTmemClass, VIRTIO_TMEM)
 
 typedef struct VtmemStore VtmemStore;
 typedef struct VtmemPoolClient VtmemPoolClient;
+typedef struct VtmemStreamSaver VtmemStreamSaver;
+typedef struct VtmemStreamLoader VtmemStreamLoader;
 
 struct VirtIOTmem {
     VirtIODevice parent_obj;
@@ -36,7 +38,6 @@ struct VirtIOTmem {
     uint8_t *bounce;
     /* Slot list of one INVALIDATE_BATCH request. */
     uint64_t *batch;
-    Error *migration_blocker;
     /* The request queue is served in iothread's AioContext */
     bool dataplane_started;
     /*
@@ -78,6 +79,29 @@ struct VirtIOTmem {
     /* Longest compaction step and handler call (ns), for the stats */
     int64_t compact_longest_step_ns;
     int64_t longest_call_ns;
+
+    /*
+     * Migration of the store (docs/virtio-tmem.md, "Migration"): a live
+     * section of its own, registered as mig_id. Source: the stream saver
+     * from save_setup to save_cleanup, writing to mig_out; mig_bytes are
+     * the bytes of the last outgoing stream so far (stats).
+     */
+    char *mig_id;
+    VtmemStreamSaver *mig_saver;
+    QEMUFile *mig_out;
+    uint64_t mig_bytes;
+    /*
+     * Destination: the loader from load_setup to load_cleanup, reading
+     * mig_in; mig_loaded once the stream's END was read; mig_nr_slots is
+     * the source's slot count (device vmstate); mig_notify: tell the
+     * driver about the new config when the VM runs.
+     */
+    VtmemStreamLoader *mig_loader;
+    QEMUFile *mig_in;
+    bool mig_loaded;
+    bool mig_notify;
+    uint64_t mig_nr_slots;
+    VMChangeStateEntry *vm_state;
 
     /* Properties */
     uint64_t nr_slots;

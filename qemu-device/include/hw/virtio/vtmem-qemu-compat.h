@@ -50,14 +50,18 @@
 #else /* the device */
 
 #include "qapi/error.h"
-#include "migration/blocker.h"
+#include "qemu/error-report.h"
+#include "migration/register.h"
+#include "migration/qemu-file-types.h"
 
 /* 10.0: include/sysemu/ became include/system/ */
 #if VTMEM_QEMU_AT_LEAST(10, 0)
 #include "system/iothread.h"
+#include "system/runstate.h"
 #include "system/system.h"
 #else
 #include "sysemu/iothread.h"
+#include "sysemu/runstate.h"
 #include "sysemu/sysemu.h"
 #endif
 
@@ -103,36 +107,83 @@
 #endif
 
 /*
- * Migration blockers, in the >= 8.2 form: on failure, and on removal, the
- * reason is freed and *reasonp set to NULL; removing NULL does nothing.
- * 7.2 took the Error itself and left freeing it to the caller.
+ * Migration capabilities the device refuses (background snapshots,
+ * COLO). 8.1 moved the capability getters to migration/options.h and
+ * renamed migrate_colo_enabled() to migrate_colo().
  */
-static inline int vtmem_migrate_add_blocker(Error **reasonp, Error **errp)
-{
-#if VTMEM_QEMU_AT_LEAST(8, 2)
-    return migrate_add_blocker(reasonp, errp);
+#if VTMEM_QEMU_AT_LEAST(8, 1)
+#include "qapi/qapi-types-migration.h"  /* options.h uses its types */
+#include "migration/options.h"
+#define vtmem_migrate_background_snapshot() migrate_background_snapshot()
+#define vtmem_migrate_colo() migrate_colo()
 #else
-    if (migrate_add_blocker(*reasonp, errp) < 0) {
-        error_free(*reasonp);
-        *reasonp = NULL;
-        return -1;
-    }
-    return 0;
+#include "migration/migration.h"
+#define vtmem_migrate_background_snapshot() migrate_background_snapshot()
+#define vtmem_migrate_colo() migrate_colo_enabled()
 #endif
-}
 
-static inline void vtmem_migrate_del_blocker(Error **reasonp)
-{
-#if VTMEM_QEMU_AT_LEAST(8, 2)
-    migrate_del_blocker(reasonp);
-#else
-    if (*reasonp) {
-        migrate_del_blocker(*reasonp);
-        error_free(*reasonp);
-        *reasonp = NULL;
+/*
+ * SaveVMHandlers whose signatures differ. The device writes save_setup
+ * and load_setup with an Error **errp, and the pending size as one
+ * function of opaque returning bytes that must go before the destination
+ * starts; these macros define the callbacks QEMU calls (name) around the
+ * device's functions (impl), and VTMEM_SAVEVM_* fill the handler table.
+ * 9.x added errp to save_setup and load_setup (7.2: the adapter reports
+ * the error). 8.0 split save_live_pending into state_pending_estimate
+ * and state_pending_exact (one function serves both: ours is exact and
+ * cheap). 10.1 renamed save_live_complete_precopy to save_complete.
+ */
+#if VTMEM_QEMU_AT_LEAST(9, 1)
+#define VTMEM_SAVE_SETUP_FN(name, impl) \
+    static int name(QEMUFile *f, void *opaque, Error **errp) \
+    { \
+        return impl(f, opaque, errp); \
     }
+#define VTMEM_LOAD_SETUP_FN(name, impl) \
+    static int name(QEMUFile *f, void *opaque, Error **errp) \
+    { \
+        return impl(f, opaque, errp); \
+    }
+#else
+#define VTMEM_SAVE_SETUP_FN(name, impl) \
+    static int name(QEMUFile *f, void *opaque) \
+    { \
+        Error *err = NULL; \
+        int ret = impl(f, opaque, &err); \
+        if (err) { \
+            error_report_err(err); \
+        } \
+        return ret; \
+    }
+#define VTMEM_LOAD_SETUP_FN VTMEM_SAVE_SETUP_FN
 #endif
-}
+
+#if VTMEM_QEMU_AT_LEAST(8, 0)
+#define VTMEM_PENDING_FN(name, impl) \
+    static void name(void *opaque, uint64_t *must_precopy, \
+                     uint64_t *can_postcopy) \
+    { \
+        *must_precopy += impl(opaque); \
+    }
+#define VTMEM_SAVEVM_PENDING(name) \
+    .state_pending_estimate = name, \
+    .state_pending_exact = name
+#else
+#define VTMEM_PENDING_FN(name, impl) \
+    static void name(QEMUFile *f, void *opaque, uint64_t threshold_size, \
+                     uint64_t *res_precopy_only, uint64_t *res_compatible, \
+                     uint64_t *res_postcopy_only) \
+    { \
+        *res_precopy_only += impl(opaque); \
+    }
+#define VTMEM_SAVEVM_PENDING(name) .save_live_pending = name
+#endif
+
+#if VTMEM_QEMU_AT_LEAST(10, 1)
+#define VTMEM_SAVEVM_COMPLETE(name) .save_complete = name
+#else
+#define VTMEM_SAVEVM_COMPLETE(name) .save_live_complete_precopy = name
+#endif
 
 #endif /* VTMEM_COMPAT_QTEST */
 

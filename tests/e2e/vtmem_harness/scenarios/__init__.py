@@ -3,9 +3,11 @@
 
 from .basic import Churn, Fits, LimitChange, Mthp, NoDevice, NoDiskFull, SmallLimit, Thp
 from .lifecycle import CycleReboot, Suspend, Unplug
+from .migrate import Migrate, MigrateCancel, MigrateFile
 from .shrink import Shrink, ShrinkDiskFull, ShrinkNoDisk, ShrinkSwapin, ShrinkUpDown
 
 TESTS = {c.name: c for c in [Fits, SmallLimit, LimitChange, NoDiskFull, NoDevice,
                              CycleReboot, Thp, Mthp, Unplug, Churn, Suspend, Shrink,
                              ShrinkUpDown, ShrinkSwapin, ShrinkNoDisk,
-                             ShrinkDiskFull]}
+                             ShrinkDiskFull, Migrate, MigrateFile,
+                             MigrateCancel]}
