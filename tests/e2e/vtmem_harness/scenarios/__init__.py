@@ -2,10 +2,11 @@
 """The e2e test scenarios, by name (tests/e2e/meson.build lists them too)."""
 
 from .basic import Churn, Fits, LimitChange, Mthp, NoDevice, NoDiskFull, SmallLimit, Thp
+from .churn_rss import ChurnRss
 from .lifecycle import CycleReboot, Suspend, Unplug
 from .shrink import Shrink, ShrinkDiskFull, ShrinkNoDisk, ShrinkSwapin, ShrinkUpDown
 
 TESTS = {c.name: c for c in [Fits, SmallLimit, LimitChange, NoDiskFull, NoDevice,
                              CycleReboot, Thp, Mthp, Unplug, Churn, Suspend, Shrink,
                              ShrinkUpDown, ShrinkSwapin, ShrinkNoDisk,
-                             ShrinkDiskFull]}
+                             ShrinkDiskFull, ChurnRss]}
