@@ -66,12 +66,15 @@ class Sampler(threading.Thread):
         self.g = g
         self.samples = []
         self.named = None
+        self.longest_read = 0.0
         self.error = None
         self.halt = threading.Event()
 
     def sample(self):
         before = self.g.qmp.get("memory-held")
+        t0 = time.time()
         store, total, _, self.named = smaps_memory(self.g.proc.pid)
+        self.longest_read = max(self.longest_read, time.time() - t0)
         after = self.g.qmp.get("memory-held")
         s = (time.time() - self.g.start, before, after, store, total)
         self.samples.append(s)
@@ -140,9 +143,9 @@ class ChurnRss(Scenario):
         no_failed_io(run, "after-exit", "host_errors")
         s = self.sampler
         expect(s.error is None, "sampling went on to the end (%s)" % s.error)
-        log("%d samples; store mappings %s" % (
-            len(s.samples), "named %s" % STORE_NAME if s.named
-            else "found by VmFlags nh+dc"))
+        log("%d samples (longest smaps read %.1f ms); store mappings %s" % (
+            len(s.samples), s.longest_read * 1000, "named %s" % STORE_NAME
+            if s.named else "found by VmFlags nh+dc"))
         expect(len(s.samples) >= 20, "sampled QEMU's memory %d times"
                % len(s.samples))
         worst = max(s.samples, key=lambda x: x[3] - max(x[1], x[2]))
@@ -152,7 +155,7 @@ class ChurnRss(Scenario):
                "store's resident memory <= memory-held + 1 MiB at every sample")
         peak = max(s.samples, key=lambda x: max(x[1], x[2]))
         peak_held = max(peak[1], peak[2])
-        expect(peak_held >= 32 * MiB, "memory-held peaked at %.1f MiB"
+        expect(peak_held >= 24 * MiB, "memory-held peaked at %.1f MiB"
                % (peak_held / MiB))
         expect(peak[3] >= 0.9 * min(peak[1], peak[2]),
                "the store's mappings hold it at the peak (store Rss %.1f MiB)"
