@@ -84,7 +84,7 @@ QEMU_BUILD_BUG_ON(sizeof(struct virtio_tmem_resp) != 4);
  * (16 KiB) and a page of the directory's top level.
  */
 #define VIRTIO_TMEM_COMPACT_STEP_SLOTS  2048
-#define VIRTIO_TMEM_COMPACT_FRAG_SHIFT  4
+#define VIRTIO_TMEM_COMPACT_FRAG_SHIFT  5
 #define VIRTIO_TMEM_COMPACT_MIN_FRAG    (1 * MiB)
 #define VIRTIO_TMEM_COMPACT_INVAL_FRAG  (256 * KiB)
 #define VIRTIO_TMEM_LARGE_INVAL         256

@@ -161,8 +161,10 @@ class ChurnRss(Scenario):
                "the store's mappings hold it at the peak (store Rss %.1f MiB)"
                % (peak[3] / MiB))
         fall = peak[4] - self.final[4]
-        log("QEMU RSS %.1f MiB at the peak, %.1f MiB after swapoff"
-            % (peak[4] / MiB, self.final[4] / MiB))
+        log("QEMU RSS %.1f MiB at the peak, %.1f MiB after swapoff (store"
+            " Rss %.2f MiB, memory-held %.2f MiB)" % (
+                peak[4] / MiB, self.final[4] / MiB, self.final[3] / MiB,
+                self.final[2] / MiB))
         expect(fall >= 0.9 * peak_held,
                "QEMU's RSS fell by %.1f MiB >= 90%% of the peak memory-held"
                " (%.1f MiB)" % (fall / MiB, peak_held / MiB))
