@@ -14,10 +14,16 @@
 #include <glib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 
 #define PAGE 4096u
 #define MAX_BLOCKS (VTMEM_BACKING_REGION / PAGE)
 #define NONE UINT32_MAX
+
+#ifndef PR_SET_VMA  /* Linux 5.17 */
+#define PR_SET_VMA 0x53564d41
+#define PR_SET_VMA_ANON_NAME 0
+#endif
 
 struct VtmemRegion {
     unsigned char *base;   /* NULL: no region mapped for this entry */
@@ -26,6 +32,29 @@ struct VtmemRegion {
     uint32_t on_avail;
     uint64_t free_map[MAX_BLOCKS / 64];  /* bit set: block free */
 };
+
+/*
+ * Every mapping of the store (regions and reserved tables) is marked:
+ * - MADV_NOHUGEPAGE: with transparent huge pages on "always", a 2 MiB
+ *   aligned stretch of neighbouring regions could be faulted in, or
+ *   collapsed by khugepaged, as one huge page: 2 MiB resident for one
+ *   block in use, and MADV_DONTNEED of a block would only split it.
+ * - MADV_DONTFORK, as QEMU marks guest RAM: a child of fork() gets no copy
+ *   (the guest's data stays out of it, and the parent's writes to store
+ *   pages do not copy them while a child lives).
+ * - The name VTMEM_BACKING_NAME where the kernel has CONFIG_ANON_VMA_NAME:
+ *   "[anon:vtmem-store]" in /proc/PID/maps and smaps.
+ * All best effort. The flags also let a reader of /proc/PID/smaps find
+ * the store's mappings without the name (VmFlags "nh" and "dc"; nothing
+ * else in QEMU has both): the e2e churn scenario does.
+ */
+static void mapping_mark(void *p, size_t size)
+{
+    (void)madvise(p, size, MADV_NOHUGEPAGE);
+    (void)madvise(p, size, MADV_DONTFORK);
+    (void)prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, (unsigned long)p, size,
+                (unsigned long)VTMEM_BACKING_NAME);
+}
 
 void vtmem_backing_init(VtmemBacking *b, uint32_t block_bytes,
                         VtmemAccount *acct)
@@ -133,6 +162,7 @@ static vtmem_status region_map(VtmemBacking *b)
         b->unmapped = r;
         return VTMEM_ERR_NOMEM;
     }
+    mapping_mark(base, VTMEM_BACKING_REGION);
     reg->base = base;
     for (uint32_t i = 0; i < b->per_region; i++) {
         reg->free_map[i / 64] |= UINT64_C(1) << (i % 64);
@@ -215,7 +245,12 @@ void *vtmem_backing_reserve(size_t size)
 {
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
+
+    if (p == MAP_FAILED) {
+        return NULL;
+    }
+    mapping_mark(p, size);
+    return p;
 }
 
 void vtmem_backing_unreserve(void *table, size_t size)

@@ -24,6 +24,12 @@
 #include "vtmem-store.h"
 
 #define VTMEM_BACKING_REGION (UINT64_C(1) << 20)  /* 256 pages */
+/*
+ * Every mapping of the store is marked (vtmem-backing.c): no transparent
+ * huge pages, not inherited by fork(), and named "[anon:vtmem-store]" in
+ * /proc/PID/smaps where the kernel can (CONFIG_ANON_VMA_NAME).
+ */
+#define VTMEM_BACKING_NAME "vtmem-store"
 
 typedef struct VtmemRegion VtmemRegion;
 
@@ -59,7 +65,8 @@ uint64_t vtmem_backing_resident(VtmemBacking *b);
 
 /*
  * Reserve size bytes of address space for a table that is touched from its
- * start as it grows (no memory until written; charge what is written).
+ * start as it grows (no memory until written; charge what is written),
+ * marked as the regions are.
  * NULL on failure. vtmem_backing_unreserve gives it back.
  */
 void *vtmem_backing_reserve(size_t size);

@@ -970,6 +970,106 @@ static void test_rss_one_thread(void)
 }
 
 /*
+ * The store's mappings as /proc/self/smaps shows them, found as the e2e
+ * churn scenario finds them in QEMU's (vtmem-backing.c): named
+ * [anon:vtmem-store] where the kernel can name them, else marked
+ * nohugepage and dontfork (VmFlags nh and dc). Returns the sum of their
+ * Rss; *thp the sum of their AnonHugePages; *vmas how many there are.
+ */
+static uint64_t smaps_store_rss(uint64_t *thp, unsigned *vmas)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    char line[512], name[256] = "";
+    unsigned long long kb;
+    uint64_t rss = 0, huge = 0, sum = 0;
+
+    g_assert_nonnull(f);
+    *thp = 0;
+    *vmas = 0;
+    while (fgets(line, sizeof(line), f)) {
+        char key[64];
+
+        if (sscanf(line, "%63s", key) != 1) {
+            continue;
+        }
+        if (key[strlen(key) - 1] != ':') {
+            /* a mapping's first line: range perms offset dev inode [name] */
+            int at = 0;
+
+            name[0] = '\0';
+            if (sscanf(line, "%*s %*s %*s %*s %*s %n", &at) >= 0 && at > 0) {
+                g_strlcpy(name, line + at, sizeof(name));
+                g_strchomp(name);
+            }
+            rss = huge = 0;
+        } else if (sscanf(line, "Rss: %llu kB", &kb) == 1) {
+            rss = kb * 1024;
+        } else if (sscanf(line, "AnonHugePages: %llu kB", &kb) == 1) {
+            huge = kb * 1024;
+        } else if (!strcmp(key, "VmFlags:")) {
+            bool named = !strcmp(name, "[anon:vtmem-store]");
+            bool marked = !name[0] && strstr(line, " nh") &&
+                          strstr(line, " dc");
+
+            if (named || marked) {
+                sum += rss;
+                *thp += huge;
+                (*vmas)++;
+            }
+        }
+    }
+    fclose(f);
+    return sum;
+}
+
+/*
+ * What smaps says of the store's mappings: everything the store has
+ * resident (mincore) is in them, never more than memory_held + 1 MiB, and
+ * no transparent huge page.
+ */
+static void assert_smaps(VtmemStore *s, const char *when)
+{
+    uint64_t held = vtmem_store_memory_held(s);
+    uint64_t resident = vtmem_store_resident_bytes(s);
+    uint64_t thp, rss;
+    unsigned vmas;
+
+    rss = smaps_store_rss(&thp, &vmas);
+    g_test_message("%s: memory_held %" G_GUINT64_FORMAT " KiB, store "
+                   "resident %" G_GUINT64_FORMAT " KiB, smaps of %u store "
+                   "mappings: Rss %" G_GUINT64_FORMAT " KiB", when,
+                   held >> 10, resident >> 10, vmas, rss >> 10);
+    g_assert_cmpuint(vmas, >, 0);
+    g_assert_cmpuint(rss, >=, resident);
+    g_assert_cmpuint(rss, <=, held + MIB);
+    g_assert_cmpuint(thp, ==, 0);
+}
+
+static void test_rss_smaps(void)
+{
+    VtmemStore *s = vtmem_store_new(1u << 22, scaled(64) * MIB);
+    unsigned char page[PAGE];
+    uint64_t slot;
+
+    for (slot = 0; vtmem_store_memory_held(s) < scaled(32) * MIB; slot++) {
+        make_page(slot % 3 ? KIND_PARTIAL : KIND_RANDOM, slot, page);
+        g_assert_cmpint(vtmem_store_put(s, slot, page), ==, VTMEM_OK);
+    }
+    assert_smaps(s, "half full");
+    g_assert_cmpuint(vtmem_store_resident_bytes(s), >,
+                     vtmem_store_memory_held(s) / 2);
+    for (uint64_t i = 0; i < slot; i += 2) {
+        g_assert_cmpint(vtmem_store_invalidate(s, i), ==, VTMEM_OK);
+    }
+    assert_smaps(s, "every other page dropped");
+    vtmem_store_compact(s);
+    assert_smaps(s, "compacted");
+    fill_then_drop(s, slot);
+    assert_smaps(s, "filled to the limit and dropped");
+    vtmem_store_free(s);
+}
+
+/*
  * The same from 6 long-lived threads in turn (as vCPU threads or
  * IOThreads would serve requests), each with its own malloc arena: the
  * memory one thread freed must not stay with it.
@@ -1392,6 +1492,7 @@ int main(int argc, char **argv)
     g_test_add_func("/store/model-compacting", test_model_compacting);
     g_test_add_func("/store/rss/one-thread", test_rss_one_thread);
     g_test_add_func("/store/rss/six-threads", test_rss_six_threads);
+    g_test_add_func("/store/rss/smaps", test_rss_smaps);
     g_test_add_func("/store/huge-table", test_huge_table);
     g_test_add_func("/store/metadata", test_metadata);
     g_test_add_func("/store/threads/disjoint", test_threads_disjoint);

@@ -70,20 +70,28 @@ QEMU_BUILD_BUG_ON(sizeof(struct virtio_tmem_resp) != 4);
 /*
  * Compaction policy (docs/virtio-tmem.md). A pass runs in steps of
  * COMPACT_STEP_SLOTS slots from a main-loop bottom half. It starts when the
- * fragmentation (bytes held beyond what the objects occupy) reaches
- * 1/2^COMPACT_FRAG_SHIFT of memory held and at least COMPACT_MIN_FRAG;
- * after an invalidation of at least LARGE_INVAL pages when it reaches
- * COMPACT_INVAL_FRAG; when the limit is lowered; and on request (the
- * "compact" property). A PUT that would leave less than two pages below
- * the limit first runs up to PUT_COMPACT_STEPS steps in the request's own
- * thread.
+ * fragmentation (bytes held beyond what the objects occupy) has grown past
+ * the base by 1/2^COMPACT_FRAG_SHIFT of memory held and at least
+ * COMPACT_MIN_FRAG, or by COMPACT_INVAL_FRAG after an invalidation of at
+ * least LARGE_INVAL pages. The base is what the last pass could not cut
+ * (0 after a pass that freed at least COMPACT_INVAL_FRAG: then the policy
+ * is asked again at once, for what came during the pass), so a remainder
+ * that no pass can give back (about one partly used zspage per size class)
+ * does not start a pass after every request. A pass also starts when the
+ * limit is lowered, and on request (the
+ * "compact" property). A PUT arriving less than PUT_ROOM below the limit
+ * first runs up to PUT_COMPACT_STEPS steps in the request's own thread.
+ * PUT_ROOM is the most one PUT can take: a new zspage (up to 8 pages), a
+ * slot-table chunk (a page) and leaf (4 KiB), a zspage directory segment
+ * (16 KiB) and a page of the directory's top level.
  */
 #define VIRTIO_TMEM_COMPACT_STEP_SLOTS  2048
-#define VIRTIO_TMEM_COMPACT_FRAG_SHIFT  4
+#define VIRTIO_TMEM_COMPACT_FRAG_SHIFT  5
 #define VIRTIO_TMEM_COMPACT_MIN_FRAG    (1 * MiB)
 #define VIRTIO_TMEM_COMPACT_INVAL_FRAG  (256 * KiB)
 #define VIRTIO_TMEM_LARGE_INVAL         256
 #define VIRTIO_TMEM_PUT_COMPACT_STEPS   16
+#define VIRTIO_TMEM_PUT_ROOM            (64 * KiB)
 
 /*
  * Migration: bytes of store objects one pre-copy iteration sends (one
@@ -135,6 +143,7 @@ static void virtio_tmem_compact_start(VirtIOTmem *s, const char *why)
         return;
     }
     s->compacting = true;
+    s->compact_pass_freed = 0;
     trace_virtio_tmem_compact_start(s, why,
                                     vtmem_store_fragmentation(s->store),
                                     vtmem_store_memory_held(s->store));
@@ -160,6 +169,24 @@ static void virtio_tmem_pool_update(VirtIOTmem *s)
     }
 }
 
+/* Main loop: start a pass if the fragmentation calls for one. */
+static void virtio_tmem_compact_policy(VirtIOTmem *s, bool large_inval)
+{
+    uint64_t held = vtmem_store_memory_held(s->store);
+    uint64_t frag = vtmem_store_fragmentation(s->store);
+    uint64_t grown;
+
+    /* Puts fill free slots too: the base follows the fragmentation down. */
+    s->compact_frag_base = MIN(s->compact_frag_base, frag);
+    grown = frag - s->compact_frag_base;
+    if (large_inval && grown >= VIRTIO_TMEM_COMPACT_INVAL_FRAG) {
+        virtio_tmem_compact_start(s, "large invalidation");
+    } else if (grown >= VIRTIO_TMEM_COMPACT_MIN_FRAG &&
+               grown >= held >> VIRTIO_TMEM_COMPACT_FRAG_SHIFT) {
+        virtio_tmem_compact_start(s, "fragmentation");
+    }
+}
+
 /* Main loop: one step of the pass, then yield to the loop. */
 static void virtio_tmem_compact_bh(void *opaque)
 {
@@ -170,9 +197,17 @@ static void virtio_tmem_compact_bh(void *opaque)
         return;
     }
     if (virtio_tmem_compact_step(s, &released)) {
+        s->compact_pass_freed += released;
         s->compacting = false;
         trace_virtio_tmem_compact_done(s, vtmem_store_memory_held(s->store));
+        if (s->compact_pass_freed >= VIRTIO_TMEM_COMPACT_INVAL_FRAG) {
+            s->compact_frag_base = 0;
+            virtio_tmem_compact_policy(s, false);
+        } else {
+            s->compact_frag_base = vtmem_store_fragmentation(s->store);
+        }
     } else {
+        s->compact_pass_freed += released;
         qemu_bh_schedule(s->compact_bh);
     }
     if (released) {
@@ -192,7 +227,7 @@ static void virtio_tmem_make_room(VirtIOTmem *s)
     uint64_t frag, released = 0;
     int i;
 
-    if (held + 2 * PAGE_SIZE <= limit) {
+    if (held + VIRTIO_TMEM_PUT_ROOM <= limit) {
         return;
     }
     frag = vtmem_store_fragmentation(s->store);
@@ -823,7 +858,6 @@ static const VtmemPoolClientOps virtio_tmem_pool_ops = {
 static void virtio_tmem_after_req_bh(void *opaque)
 {
     VirtIOTmem *s = opaque;
-    uint64_t held, frag;
 
     if (!s->store) {
         return;
@@ -832,15 +866,7 @@ static void virtio_tmem_after_req_bh(void *opaque)
         virtio_tmem_notify_config(s);
     }
     virtio_tmem_pool_update(s);
-    held = vtmem_store_memory_held(s->store);
-    frag = vtmem_store_fragmentation(s->store);
-    if (qatomic_xchg(&s->large_inval, false) &&
-        frag >= VIRTIO_TMEM_COMPACT_INVAL_FRAG) {
-        virtio_tmem_compact_start(s, "large invalidation");
-    } else if (frag >= VIRTIO_TMEM_COMPACT_MIN_FRAG &&
-               frag >= held >> VIRTIO_TMEM_COMPACT_FRAG_SHIFT) {
-        virtio_tmem_compact_start(s, "fragmentation");
-    }
+    virtio_tmem_compact_policy(s, qatomic_xchg(&s->large_inval, false));
 }
 
 static void virtio_tmem_get_limit(Object *obj, Visitor *v, const char *name,

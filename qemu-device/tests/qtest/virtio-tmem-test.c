@@ -1605,6 +1605,59 @@ static void test_compact_auto(void *obj, void *data, QGuestAllocator *alloc)
 }
 
 /*
+ * A PUT refused at the limit is taken once compaction can make room: the
+ * device compacts before the PUT, in the request's thread (no automatic
+ * trigger fires here: too little fragmentation, too few pages dropped)
+ */
+static void test_compact_put(void *obj, void *data, QGuestAllocator *alloc)
+{
+    uint8_t *pages[COMPACT_PAGES * 2];
+    g_autofree uint8_t *raw = make_page(9001);
+    const int n = COMPACT_PAGES * 2;
+    uint64_t limit, passes;
+    Tm t;
+
+    tm_start(&t, obj, alloc);
+    put_half_pages(&t, pages, n, 9100);
+    /*
+     * The limit 3 pages above usage: room for small objects, not for a
+     * new zspage of 4 pages (the pass that lowering starts has nothing to
+     * do: there is no fragmentation yet)
+     */
+    limit = tm_stat(&t, "memory-held") + 3 * PAGE;
+    qom_set_u64(&t, DEV_PATH, "limit", limit);
+    g_assert_true(wait_compactions(&t, 1));
+    g_assert_cmpuint(tm_stat(&t, "compact-objects-moved"), ==, 0);
+    /* an incompressible page needs a zspage of its own: refused */
+    if (!tm_room(&t, 2)) {
+        tm_queue_reset(&t);
+    }
+    g_assert_cmpuint(tm_put(&t, n, raw), ==, VIRTIO_TMEM_S_NOSPACE);
+    g_assert_cmpuint(tm_stat(&t, "refusals"), ==, 1);
+    g_assert_cmpuint(tm_stat(&t, "compact-objects-moved"), ==, 0);
+    passes = tm_stat(&t, "compactions");
+    /* half of the objects go: their zspages can be emptied */
+    drop_even(&t, n);
+    g_assert_cmpuint(tm_stat(&t, "memory-held"), ==, limit - 3 * PAGE);
+    g_assert_cmpuint(tm_stat(&t, "compactions"), ==, passes);
+    if (!tm_room(&t, 1)) {
+        tm_queue_reset(&t);
+    }
+    g_assert_cmpuint(tm_put(&t, n, raw), ==, VIRTIO_TMEM_S_OK);
+    g_assert_cmpuint(tm_stat(&t, "compact-objects-moved"), >, 0);
+    g_assert_cmpuint(tm_stat(&t, "compact-bytes-freed"), >, 0);
+    g_assert_cmpuint(tm_stat(&t, "refusals"), ==, 1);
+    g_assert_cmpuint(tm_stat(&t, "memory-held"), <=, limit);
+    assert_odd_kept(&t, pages, n);
+    if (!tm_room(&t, 1)) {
+        tm_queue_reset(&t);
+    }
+    assert_slot(&t, n, raw);
+    free_pages(pages, n);
+    tm_stop(&t);
+}
+
+/*
  * Migration: a second QEMU (the destination) with this test's command
  * line (args: its "before" changes) and -incoming; its stderr goes to
  * errlog when given. The requests on the destination go through a copy
@@ -2220,6 +2273,7 @@ static const struct {
     { "migrate-cancel", test_migrate_cancel, .iothread = true },
     { "migrate-slots", test_migrate_slots },
     { "migrate-corrupt", test_migrate_corrupt },
+    { "compact-put", test_compact_put, .iothread = true },
     { "pool-standalone", test_pool_standalone, NULL, POOL_NONE },
     { "pool-unreachable", test_pool_standalone, NULL, POOL_UNREACHABLE,
       .iothread = true },

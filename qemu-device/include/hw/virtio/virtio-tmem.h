@@ -76,6 +76,9 @@ struct VirtIOTmem {
     /* Compaction pass running in steps from compact_bh (main loop) */
     QEMUBH *compact_bh;
     bool compacting;
+    /* Bytes the running pass freed; fragmentation a pass could not cut */
+    uint64_t compact_pass_freed;
+    uint64_t compact_frag_base;
     /* Longest compaction step and handler call (ns), for the stats */
     int64_t compact_longest_step_ns;
     int64_t longest_call_ns;

@@ -2,6 +2,7 @@
 """The e2e test scenarios, by name (tests/e2e/meson.build lists them too)."""
 
 from .basic import Churn, Fits, LimitChange, Mthp, NoDevice, NoDiskFull, SmallLimit, Thp
+from .churn_rss import ChurnRss
 from .lifecycle import CycleReboot, Suspend, Unplug
 from .migrate import Migrate, MigrateCancel, MigrateFile
 from .shrink import Shrink, ShrinkDiskFull, ShrinkNoDisk, ShrinkSwapin, ShrinkUpDown
@@ -10,4 +11,4 @@ TESTS = {c.name: c for c in [Fits, SmallLimit, LimitChange, NoDiskFull, NoDevice
                              CycleReboot, Thp, Mthp, Unplug, Churn, Suspend, Shrink,
                              ShrinkUpDown, ShrinkSwapin, ShrinkNoDisk,
                              ShrinkDiskFull, Migrate, MigrateFile,
-                             MigrateCancel]}
+                             MigrateCancel, ChurnRss]}
