@@ -4,8 +4,9 @@
 from .basic import Churn, Fits, LimitChange, Mthp, NoDevice, NoDiskFull, SmallLimit, Thp
 from .lifecycle import CycleReboot, Suspend, Unplug
 from .shrink import Shrink, ShrinkDiskFull, ShrinkNoDisk, ShrinkSwapin, ShrinkUpDown
+from .systemd import SystemdGuest
 
 TESTS = {c.name: c for c in [Fits, SmallLimit, LimitChange, NoDiskFull, NoDevice,
                              CycleReboot, Thp, Mthp, Unplug, Churn, Suspend, Shrink,
                              ShrinkUpDown, ShrinkSwapin, ShrinkNoDisk,
-                             ShrinkDiskFull]}
+                             ShrinkDiskFull, SystemdGuest]}
