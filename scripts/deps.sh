@@ -17,7 +17,7 @@ packages() {
 	qemu) echo dpkg-dev libpixman-1-dev libfdt-dev zlib1g-dev python3-venv \
 		seabios qemu-system-data ipxe-qemu ccache ;;
 	guest) echo busybox-static cpio kmod python3 gcc libc6-dev make xz-utils \
-		dkms pahole ;;
+		dkms pahole mmdebstrap e2fsprogs ;;
 	libvirt) echo libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
 		libvirt-dev tini ;;
 	bench) echo stress-ng gnuplot-nox util-linux ;;

@@ -8,7 +8,8 @@ virtio-tmem device, swap through /dev/vtmem0, check data and statistics.
   console     the VTMEM-* console protocol (written down there)
   runner      how a scenario runs: Scenario, run_guest, pick_accel
   checks      Fail, log, expect and the checks scenarios share
-  scenarios/  the tests: basic, lifecycle, shrink
+  scenarios/  the tests: basic, lifecycle, shrink, systemd (a Debian 13
+              systemd guest from a disk image)
   measure     measurements (meson benchmarks): bench, shrink-bench
   demo        scripts/demo.sh's run
   cli         the command line of the entry points

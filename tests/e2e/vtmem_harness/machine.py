@@ -28,7 +28,7 @@ class Guest:
     """One QEMU run; reads the console line by line."""
 
     def __init__(self, args, workdir, vmlinuz, initrd, tm=None, disks=(),
-                 mem="256M", reboot=False, accel="tcg", extra=()):
+                 mem="256M", reboot=False, accel="tcg", extra=(), append=""):
         self.workdir = workdir
         self.qmp_path = os.path.join(workdir, "qmp-%d.sock" % os.getpid())
         if os.path.exists(self.qmp_path):
@@ -37,8 +37,8 @@ class Guest:
                "-display", "none", "-monitor", "none", "-nic", "none",
                "-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con",
                "-kernel", vmlinuz, "-initrd", initrd,
-               "-append", "%s loglevel=%s"
-               % (KERNEL_CMDLINE, os.environ.get("VTMEM_LOGLEVEL", "4")),
+               "-append", "%s loglevel=%s %s"
+               % (KERNEL_CMDLINE, os.environ.get("VTMEM_LOGLEVEL", "4"), append),
                "-qmp", "unix:%s,server=on,wait=off" % self.qmp_path]
         for d in FIRMWARE_DIRS:
             if os.path.isdir(d):

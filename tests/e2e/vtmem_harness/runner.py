@@ -1,10 +1,12 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """How a scenario runs (one guest boot, or more with reboot).
 
-1. image.scenario_initramfs: the base initramfs plus /scenario.sh, the text
-   of Scenario.guest_script() (tests/e2e/guest/scenarios/NAME.sh).
+1. Scenario.boot_files: the kernel, and image.scenario_initramfs: the base
+   initramfs plus /scenario.sh, the text of Scenario.guest_script()
+   (tests/e2e/guest/scenarios/NAME.sh). A scenario may boot something else
+   (the systemd guest boots a disk image with Debian's initramfs).
 2. machine.Guest starts QEMU with the scenario's device options (tm), disks
-   (disk_mb, extra_disks), reboot and extra arguments.
+   (disk_mb, extra_disks), reboot, extra arguments and kernel_args.
 3. run_guest reads the console: each line goes to console.parse_line (the
    protocol); at each "VTMEM-SYNC NAME" it calls Scenario.on_sync(g, run,
    NAME), whose return value is written back to the guest (None: nothing,
@@ -34,6 +36,7 @@ class Scenario:
     reboot = False
     timeout = 300
     extra = ()                  # more QEMU arguments
+    kernel_args = ""            # more kernel command line
     script = None               # guest shell; None: guest/scenarios/NAME.sh
     params = {}                 # shell variables for the script
 
@@ -42,6 +45,10 @@ class Scenario:
             return self.script
         return image.shell_script(os.path.join(image.GUEST_DIR, "scenarios",
                                                self.name + ".sh"), self.params)
+
+    def boot_files(self, args, workdir, vmlinuz, base):
+        """(kernel, initrd) of the boot: base + /scenario.sh."""
+        return vmlinuz, image.scenario_initramfs(workdir, base, self.guest_script())
 
     def disks(self, workdir):
         disks = [("backing.img", self.disk_mb)] if self.disk_mb else []
@@ -69,9 +76,10 @@ class Probe(Scenario):
 
 def run_guest(args, workdir, vmlinuz, base, scn, accel, boot_timeout=None):
     """Boots scn; returns (run, guest, seconds)."""
-    initrd = image.scenario_initramfs(workdir, base, scn.guest_script())
-    g = Guest(args, workdir, vmlinuz, initrd, tm=scn.tm, disks=scn.disks(workdir),
-              reboot=scn.reboot, accel=accel, extra=scn.extra)
+    kernel, initrd = scn.boot_files(args, workdir, vmlinuz, base)
+    g = Guest(args, workdir, kernel, initrd, tm=scn.tm, disks=scn.disks(workdir),
+              reboot=scn.reboot, accel=accel, extra=scn.extra,
+              append=scn.kernel_args)
     log("qemu: " + " ".join(g.cmd))
     run = Run()
     deadline = time.time() + (boot_timeout or scn.timeout)

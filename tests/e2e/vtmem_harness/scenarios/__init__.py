@@ -6,9 +6,10 @@ from .churn_rss import ChurnRss
 from .lifecycle import CycleReboot, Suspend, Unplug
 from .migrate import Migrate, MigrateCancel, MigrateFile
 from .shrink import Shrink, ShrinkDiskFull, ShrinkNoDisk, ShrinkSwapin, ShrinkUpDown
+from .systemd import SystemdGuest
 
 TESTS = {c.name: c for c in [Fits, SmallLimit, LimitChange, NoDiskFull, NoDevice,
                              CycleReboot, Thp, Mthp, Unplug, Churn, Suspend, Shrink,
                              ShrinkUpDown, ShrinkSwapin, ShrinkNoDisk,
                              ShrinkDiskFull, Migrate, MigrateFile,
-                             MigrateCancel, ChurnRss]}
+                             MigrateCancel, ChurnRss, SystemdGuest]}
