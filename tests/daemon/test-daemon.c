@@ -318,6 +318,28 @@ static void raw_write(int s, const char *text)
     g_assert_cmpint(write(s, text, strlen(text)), ==, (ssize_t)strlen(text));
 }
 
+/*
+ * A fresh connection sends input: the daemon answers with error (the
+ * whole reply when whole, else its end) and closes the connection.
+ */
+static void assert_refused(Daemon *d, const char *input, const char *error,
+                           bool whole)
+{
+    int s = raw_connect(d->sock);
+    g_autofree char *out = NULL;
+    bool eof;
+
+    raw_write(s, input);
+    out = raw_read_all(s, &eof);
+    g_assert_true(eof);
+    if (whole) {
+        g_assert_cmpstr(out, ==, error);
+    } else {
+        g_assert_true(g_str_has_suffix(out, error));
+    }
+    close(s);
+}
+
 static bool reply_end(const char *line)
 {
     return strcmp(line, "OK") == 0 || strcmp(line, "END") == 0 ||
@@ -552,37 +574,21 @@ static void test_demand(void)
 static void test_bad_counters(void)
 {
     Daemon d = { 0 };
-    bool eof;
-    char *out;
-    int s;
 
     daemon_setup(&d);
     daemon_start(&d, "64M", 0, NULL);
-    s = raw_connect(d.sock);
-    raw_write(s, "REGISTER 1 11111111-2222-3333-4444-555555555555 0 0 0 0 x\n"
-                 "UPDATE 0 0 0 9 0\nUPDATE 0 0 0 8 0\n");
-    out = raw_read_all(s, &eof);
-    g_assert_true(eof);
-    g_assert_true(g_str_has_suffix(out,
-                  "ERROR UPDATE: the refusal count went down\n"));
-    g_free(out);
-    close(s);
-    s = raw_connect(d.sock);
-    raw_write(s, "REGISTER 1 11111111-2222-3333-4444-555555555555 0 0 0 0 x\n"
-                 "UPDATE 0 0 0 9\n");
-    out = raw_read_all(s, &eof);
-    g_assert_true(eof);
-    g_assert_true(g_str_has_suffix(out, "ERROR bad UPDATE\n"));
-    g_free(out);
-    close(s);
-    s = raw_connect(d.sock);
-    raw_write(s, "REGISTER 1 11111111-2222-3333-4444-555555555555 0 0 0 0 x\n"
-                 "UPDATE 0 0 0 9 1 2\n");
-    out = raw_read_all(s, &eof);
-    g_assert_true(eof);
-    g_assert_true(g_str_has_suffix(out, "ERROR bad UPDATE\n"));
-    g_free(out);
-    close(s);
+    assert_refused(&d,
+                   "REGISTER 1 11111111-2222-3333-4444-555555555555 0 0 0 0 x\n"
+                   "UPDATE 0 0 0 9 0\nUPDATE 0 0 0 8 0\n",
+                   "ERROR UPDATE: the refusal count went down\n", false);
+    assert_refused(&d,
+                   "REGISTER 1 11111111-2222-3333-4444-555555555555 0 0 0 0 x\n"
+                   "UPDATE 0 0 0 9\n",
+                   "ERROR bad UPDATE\n", false);
+    assert_refused(&d,
+                   "REGISTER 1 11111111-2222-3333-4444-555555555555 0 0 0 0 x\n"
+                   "UPDATE 0 0 0 9 1 2\n",
+                   "ERROR bad UPDATE\n", false);
     daemon_teardown(&d);
 }
 
@@ -691,30 +697,15 @@ static void test_garbage(void)
     g_free(out);
     close(s);
 
-    s = raw_connect(d.sock);
-    raw_write(s, "REGISTER 1 not-a-uuid 0 0 0 0 x\n");
-    out = raw_read_all(s, &eof);
-    g_assert_true(eof);
-    g_assert_cmpstr(out, ==, "ERROR REGISTER: bad uuid\n");
-    g_free(out);
-    close(s);
+    assert_refused(&d, "REGISTER 1 not-a-uuid 0 0 0 0 x\n",
+                   "ERROR REGISTER: bad uuid\n", true);
 
-    s = raw_connect(d.sock);
-    raw_write(s, "REGISTER 1 11111111-2222-3333-4444-555555555555 "
-                 "99999999999999999999999 0 0 0 x\n");
-    out = raw_read_all(s, &eof);
-    g_assert_true(eof);
-    g_assert_cmpstr(out, ==, "ERROR REGISTER: bad number\n");
-    g_free(out);
-    close(s);
+    assert_refused(&d, "REGISTER 1 11111111-2222-3333-4444-555555555555 "
+                   "99999999999999999999999 0 0 0 x\n",
+                   "ERROR REGISTER: bad number\n", true);
 
-    s = raw_connect(d.sock);
-    raw_write(s, "STATUS  " "\n");
-    out = raw_read_all(s, &eof);
-    g_assert_true(eof);
-    g_assert_cmpstr(out, ==, "ERROR malformed line\n");
-    g_free(out);
-    close(s);
+    assert_refused(&d, "STATUS  " "\n",
+                   "ERROR malformed line\n", true);
 
     /* everybody else is fine, the partial one too */
     dev_use(&a, 0, 12 * MiB);

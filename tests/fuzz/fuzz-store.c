@@ -28,6 +28,7 @@
 #include <lz4.h>
 
 #include "fuzz.h"
+#include "../unit/test-seed.h"
 #include "vtmem-store.h"
 
 #define PAGE VTMEM_STORE_PAGE_SIZE
@@ -112,16 +113,6 @@ static uint64_t next_slot(Fuzz *f)
     uint16_t v = next16(f);
 
     return f->nr_slots > 65536 ? (uint64_t)v * 10 : v % (f->nr_slots + 1);
-}
-
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= UINT64_C(0xff51afd7ed558ccd);
-    x ^= x >> 33;
-    x *= UINT64_C(0xc4ceb9fe1a85ec53);
-    x ^= x >> 33;
-    return x;
 }
 
 /* A page of a kind chosen by the input: its next bytes say which. */

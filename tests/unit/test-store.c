@@ -47,16 +47,6 @@ static const char *const words[] = {
     "of", "virtio", "queue", "ring", "kernel", "struct", "int", "return",
 };
 
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= UINT64_C(0xff51afd7ed558ccd);
-    x ^= x >> 33;
-    x *= UINT64_C(0xc4ceb9fe1a85ec53);
-    x ^= x >> 33;
-    return x;
-}
-
 static void make_page(unsigned kind, uint64_t seed, unsigned char *page)
 {
     uint64_t r = mix64(seed + 1);
