@@ -453,7 +453,8 @@ static void test_top(void)
     scr = screen_matching(tsock, "^top-exit=0$", 5000 * scale);
     {
         const char *const kill[] = { "kill-server", NULL };
-        g_autofree char *o = tmux(tsock, kill);
+
+        g_free(tmux(tsock, kill));
     }
     close(a);
     close(b);
