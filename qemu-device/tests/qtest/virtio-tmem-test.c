@@ -2017,7 +2017,14 @@ static void test_migrate_corrupt(void *obj, void *data,
     rec[7] = 0x7f;
     g_assert_true(g_file_set_contents(file, state, len, NULL));
 
-    mig_dest_start(&d, data, in, errlog);
+    /*
+     * The stream is all there: the load fails at once and the destination
+     * exits, so it waits (defer) until it is told to expect that.
+     */
+    mig_dest_start(&d, data, "defer", errlog);
+    qtest_set_expected_status(d.qts, 1);
+    qtest_qmp_send(d.qts, "{'execute': 'migrate-incoming',"
+                   " 'arguments': {'uri': %s}}", in);
     mig_refused(NULL, &d, errlog, "unknown record kind", NULL);
     free_pages(pages, MIG_PAGES);
     tm_stop(&t);
