@@ -13,6 +13,21 @@ sync_host() {
 	read -r VTMEM_REPLY
 }
 
+# wait_for_line PATTERN FILE SECONDS WHAT: wait until FILE has a line
+# matching PATTERN (grep), polling every 0.2 s; VTMEM-FAIL "WHAT" when
+# SECONDS pass first.
+wait_for_line() {
+	tries=$(($3 * 5))
+	until grep -q "$1" "$2" 2>/dev/null; do
+		tries=$((tries - 1))
+		if [ "$tries" -le 0 ]; then
+			echo "VTMEM-FAIL $4"
+			return 1
+		fi
+		sleep 0.2
+	done
+}
+
 # stat_dump TAG: the driver's statistics and a few of /proc/vmstat.
 stat_dump() {
 	if [ -d /sys/block/vtmem0/vtmem ]; then

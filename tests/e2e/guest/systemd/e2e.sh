@@ -48,15 +48,7 @@ workload "main$boot" 64 "$boot" 32M
 
 # Pages that stay swapped out until vtmem.service's swapoff at shutdown.
 systemctl start vtmem-e2e-hold.service
-i=0
-until grep -q "VTMEM-SYNC written" "$run/hold.log" 2>/dev/null; do
-	i=$((i + 1))
-	if [ "$i" -gt 600 ]; then
-		echo "VTMEM-FAIL hold workload did not write its pages"
-		break
-	fi
-	sleep 0.5
-done
+wait_for_line "VTMEM-SYNC written" "$run/hold.log" 300 "hold workload did not write its pages"
 # swapoff charges the pages it reads back to the hold's cgroup.
 systemctl set-property --runtime vtmem-e2e-hold.service MemoryMax=infinity
 stat_dump "held$boot"

@@ -31,15 +31,7 @@ stop)
 	stat_dump "stopped$boot"
 	sync_host "stopped$boot" </dev/ttyS0
 	echo go >"$run/hold.fifo"
-	i=0
-	until grep -q "VTMEM-RC hold" "$run/hold.log"; do
-		i=$((i + 1))
-		if [ "$i" -gt 1200 ]; then
-			echo "VTMEM-FAIL hold workload did not end"
-			break
-		fi
-		sleep 0.2
-	done
+	wait_for_line "VTMEM-RC hold" "$run/hold.log" 240 "hold workload did not end"
 	grep -v "VTMEM-SYNC" "$run/hold.log"
 	if [ -f "$run/last" ]; then
 		echo VTMEM-DONE
