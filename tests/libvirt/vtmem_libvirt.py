@@ -606,22 +606,12 @@ def build_guests(args, env):
     vmlinuz = os.path.join(work, "vmlinuz")
     shutil.copy(vmlinuz_src, vmlinuz)
     wrapper = os.path.join(work, "qemu-wrapper")
+    shutil.copy(os.path.join(HERE, "qemu-wrapper.sh"), work)
     qemu = os.path.realpath(args.qemu)
-    probe = ""
-    plain = qemu.replace("/sanitized/", "/plain/")
-    if plain != qemu and os.path.exists(plain):
-        # A sanitized QEMU: its -daemonize (only libvirt's capability probe
-        # uses it) forks with threads running and deadlocks now and then
-        # in ASan's allocator. The plain build of the same source answers
-        # the probe; the domains run the sanitized one.
-        probe = ('case " $* " in *" -daemonize "*) exec %s "$@";; esac\n'
-                 % plain)
     with open(wrapper, "w") as f:
-        # Sanitizer reports go to libvirt's per-domain log, checked below.
-        f.write("#!/bin/sh\n%sASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}\n"
-                "export ASAN_OPTIONS\n"
-                "exec %s -L /usr/share/seabios -L /usr/share/qemu "
-                "-L /usr/lib/ipxe/qemu \"$@\"\n" % (probe, qemu))
+        f.write("#!/bin/sh\nVTMEM_QEMU_BIN=%s VTMEM_PROBE_NOFORK=%d exec %s \"$@\"\n"
+                % (shlex.quote(qemu), "/sanitized/" in qemu,
+                   shlex.quote(os.path.join(work, "qemu-wrapper.sh"))))
     os.chmod(wrapper, 0o755)
     pool_dir = os.path.dirname(env.sock)
     os.makedirs(pool_dir)
