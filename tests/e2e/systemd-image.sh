@@ -55,12 +55,7 @@ for p in "linux-image-$kver-unsigned" "linux-binary-$kver" "linux-modules-$kver"
 done
 [ -n "$debs" ] || debs="linux-image-$kver"
 
-command -v mmdebstrap >/dev/null || {
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null 2>&1 || {
-		apt-get update -qq
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null
-	}
-}
+"$src/scripts/deps.sh" root >/dev/null
 
 # 1. The root, made once per package set.
 roots=$cache/roots
@@ -172,6 +167,10 @@ mkdir -p "$images"
 	cp "$g/systemd/vtmem-e2e.service" "$g/systemd/vtmem-e2e-hold.service" \
 		"$t/etc/systemd/system/"
 	enable_unit vtmem-e2e.service
+	# Not a system whose /usr changed since its last boot: without these,
+	# every boot of the (snapshot) image runs ldconfig, the hwdb and the
+	# journal catalog rebuild (ConditionNeedsUpdate), slow under TCG.
+	touch "$t/etc/.updated" "$t/var/.updated"
 	# The image: the tree's size plus a quarter and 64 MiB.
 	mb=$(du -sm "$t" | cut -f1)
 	truncate -s "$((mb * 5 / 4 + 64))M" "$img.tmp/root.img"
