@@ -3,18 +3,22 @@
 # Builds virtio_tmem.ko with the driver's Makefile (feature probes, then
 # kbuild) in a copy of the sources, so that the source tree stays clean.
 # Usage: kbuild.sh KDIR WORKDIR OUTPUT SOURCE...
-#        kbuild.sh --root SUITE KVER WORKDIR OUTPUT SOURCE...
+#        kbuild.sh --root SUITE KVER HEADERS WORKDIR OUTPUT SOURCE...
 #   The second form builds inside a Debian SUITE root (scripts/debian-root.sh,
 #   scripts/in-root.sh) holding linux-headers-KVER and its toolchain: trixie
 #   kernels need gcc-14 and glibc >= 2.38, which a Debian 12 host lacks.
+#   HEADERS: the comma-separated headers packages the root holds (those of
+#   every kernel built in this suite's root, so that they share one root).
 #   SOURCE files under a probes/ directory go to WORKDIR/probes/.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 suite=
+headers=
 if [ "$1" = --root ]; then
 	suite=$2
 	kver=$3
-	shift 3
+	headers=$(echo "$4" | tr ',' ' ')
+	shift 4
 	kdir=/usr/src/linux-headers-$kver
 else
 	kdir=$1
@@ -41,9 +45,13 @@ if [ -z "$suite" ]; then
 	make -s -C "$work" KDIR="$kdir" 2>&1 |
 		grep -v 'Skipping BTF generation' >&2 || true
 else
+	case " $headers " in
+	*" linux-headers-$kver "*) ;;
+	*) echo "kbuild.sh: linux-headers-$kver not in the root's HEADERS" >&2; exit 2 ;;
+	esac
+	# shellcheck disable=SC2086 # package names, one a word
 	root=$(VTMEM_ROOT_VARIANT=minbase \
-		sh "$here/../scripts/debian-root.sh" "$suite" make binutils \
-		"linux-headers-$kver")
+		sh "$here/../scripts/debian-root.sh" "$suite" make binutils $headers)
 	# A private directory in the root (its /tmp is shared by every
 	# in-root.sh run), one build at a time per kernel.
 	dir=/var/tmp/vtmem-kbuild-$kver
