@@ -1814,16 +1814,56 @@ static void mig_report(Tm *src, Tm *dst, const char *what)
                    tm_stat(src, "migration-bytes"));
 }
 
+/* A migration capability on qts; false (and the reason in err) if refused */
+static bool mig_capability(QTestState *qts, const char *cap, char **err)
+{
+    QDict *resp = qtest_qmp(qts, "{'execute': 'migrate-set-capabilities',"
+                            " 'arguments': {'capabilities': [{'capability':"
+                            " %s, 'state': true}]}}", cap);
+    bool ok = qdict_haskey(resp, "return");
+
+    if (!ok && err) {
+        *err = g_strdup(qdict_get_str(qdict_get_qdict(resp, "error"),
+                                      "desc"));
+    }
+    qobject_unref(resp);
+    return ok;
+}
+
+/* The address of a destination started with -incoming tcp:HOST:0 */
+static char *mig_dest_tcp_uri(QTestState *qts)
+{
+    QDict *resp = qtest_qmp(qts, "{'execute': 'query-migrate'}");
+    QList *addrs = qdict_get_qlist(qdict_get_qdict(resp, "return"),
+                                   "socket-address");
+    QDict *addr = qobject_to(QDict, qlist_peek(addrs));
+    char *uri = g_strdup_printf("tcp:%s:%s", qdict_get_str(addr, "host"),
+                                qdict_get_str(addr, "port"));
+
+    qobject_unref(resp);
+    return uri;
+}
+
+typedef enum MigHow {
+    MIG_UNIX,
+    MIG_TCP,
+    MIG_POSTCOPY,       /* over a unix socket, switched to postcopy */
+} MigHow;
+
 /*
- * Live migration over a unix socket: pages PUT before, and PUTs and
- * INVALIDATEs while the migration runs (the dirty log), arrive byte for
- * byte; the destination's device serves requests.
+ * Live migration: pages PUT before, and PUTs and INVALIDATEs while the
+ * migration runs (the dirty log), arrive byte for byte; the destination's
+ * device serves requests. With postcopy, the destination's guest runs
+ * (and the device serves a GET) while RAM is still coming: the device's
+ * records are complete before that, as the device is not postcopiable.
  */
-static void test_migrate(void *obj, void *data, QGuestAllocator *alloc)
+static void mig_live(void *obj, void *data, QGuestAllocator *alloc,
+                     MigHow how)
 {
     g_autofree char *dir = g_dir_make_tmp("vtmem-mig-XXXXXX", NULL);
     g_autofree char *sock = g_build_filename(dir, "mig.sock", NULL);
-    g_autofree char *uri = g_strdup_printf("unix:%s", sock);
+    g_autofree char *uri = NULL;
+    g_autofree char *refused = NULL;
     uint8_t *pages[MIG_PAGES];
     g_autofree uint8_t *late = make_page(6001);
     g_autofree char *status = NULL;
@@ -1833,7 +1873,29 @@ static void test_migrate(void *obj, void *data, QGuestAllocator *alloc)
 
     tm_start(&t, obj, alloc);
     mig_put_pages(&t, pages);
-    mig_dest_start(&d, data, uri, NULL);
+    if (how == MIG_TCP) {
+        mig_dest_start(&d, data, "tcp:127.0.0.1:0", NULL);
+        uri = mig_dest_tcp_uri(d.qts);
+    } else {
+        uri = g_strdup_printf("unix:%s", sock);
+        mig_dest_start(&d, data, uri, NULL);
+    }
+    if (how == MIG_POSTCOPY) {
+        if (!mig_capability(d.qts, "postcopy-ram", &refused)) {
+            /* no userfaultfd for this process */
+            g_test_skip(refused);
+            free_pages(pages, MIG_PAGES);
+            mig_dest_free(&d);
+            tm_stop(&t);
+            rmdir(dir);
+            return;
+        }
+        g_assert_true(mig_capability(t.qts, "postcopy-ram", NULL));
+        /* slow postcopy too: the guest runs there before RAM is all in */
+        qmp_ok(t.qts, qtest_qmp(t.qts, "{'execute': 'migrate-set-parameters',"
+                                " 'arguments': {'max-postcopy-bandwidth':"
+                                " 100000}}"));
+    }
     /* slow: the migration is still running while the guest changes pages */
     mig_bandwidth(t.qts, 100 * 1000);
     mig_start(t.qts, uri);
@@ -1846,12 +1908,29 @@ static void test_migrate(void *obj, void *data, QGuestAllocator *alloc)
     g_assert_cmpuint(tm_put(&t, 7 * 5 + 1, pages[5]), ==, VIRTIO_TMEM_S_OK);
     status = mig_status(t.qts);
     g_assert_cmpstr(status, ==, "active");
-    mig_bandwidth(t.qts, 0);
-    mig_wait_done(t.qts);
-    qtest_qmp_eventwait(d.qts, "RESUME");
+    if (how == MIG_POSTCOPY) {
+        qmp_ok(t.qts, qtest_qmp(t.qts,
+                                "{'execute': 'migrate-start-postcopy'}"));
+        g_free(mig_wait(t.qts, "postcopy-active"));
+        qtest_qmp_eventwait(d.qts, "RESUME");
+        dt = mig_dest_driver(&d, &t);
+        assert_slot(dt, 7 * 2, late);
+        g_free(status);
+        status = mig_status(t.qts);
+        g_test_message("GET on the destination during %s", status);
+        mig_bandwidth(t.qts, 0);
+        qmp_ok(t.qts, qtest_qmp(t.qts, "{'execute': 'migrate-set-parameters',"
+                                " 'arguments': {'max-postcopy-bandwidth':"
+                                " 0}}"));
+        mig_wait_done(t.qts);
+    } else {
+        mig_bandwidth(t.qts, 0);
+        mig_wait_done(t.qts);
+        qtest_qmp_eventwait(d.qts, "RESUME");
+        dt = mig_dest_driver(&d, &t);
+    }
 
-    dt = mig_dest_driver(&d, &t);
-    mig_report(&t, dt, "migrate");
+    mig_report(&t, dt, uri);
     g_assert_cmpuint(tm_stat(dt, "stored-pages"), ==, MIG_PAGES);
     for (i = 0; i < MIG_PAGES; i++) {
         if (i != 5) {
@@ -1866,6 +1945,58 @@ static void test_migrate(void *obj, void *data, QGuestAllocator *alloc)
     g_assert_cmpuint(qvirtio_config_readq(dt->dev,
                          offsetof(struct virtio_tmem_config, usage)), ==,
                      tm_stat(dt, "memory-held"));
+    free_pages(pages, MIG_PAGES);
+    mig_dest_free(&d);
+    tm_stop(&t);
+    rmdir(dir);
+}
+
+static void test_migrate(void *obj, void *data, QGuestAllocator *alloc)
+{
+    mig_live(obj, data, alloc, MIG_UNIX);
+}
+
+static void test_migrate_tcp(void *obj, void *data, QGuestAllocator *alloc)
+{
+    mig_live(obj, data, alloc, MIG_TCP);
+}
+
+static void test_migrate_postcopy(void *obj, void *data,
+                                  QGuestAllocator *alloc)
+{
+    mig_live(obj, data, alloc, MIG_POSTCOPY);
+}
+
+/*
+ * A guest reset while the migration runs: the reset empties the store
+ * (in steps) and the destination gets the empty store, not the pages of
+ * before.
+ */
+static void test_migrate_reset(void *obj, void *data, QGuestAllocator *alloc)
+{
+    g_autofree char *dir = g_dir_make_tmp("vtmem-mig-XXXXXX", NULL);
+    g_autofree char *sock = g_build_filename(dir, "mig.sock", NULL);
+    g_autofree char *uri = g_strdup_printf("unix:%s", sock);
+    uint8_t *pages[MIG_PAGES];
+    MigDest d;
+    Tm t;
+
+    tm_start(&t, obj, alloc);
+    mig_put_pages(&t, pages);
+    mig_dest_start(&d, data, uri, NULL);
+    mig_bandwidth(t.qts, 100 * 1000);
+    mig_start(t.qts, uri);
+    g_free(mig_wait(t.qts, "active"));
+    qmp_ok(t.qts, qtest_qmp(t.qts, "{'execute': 'system_reset'}"));
+    qtest_qmp_eventwait(t.qts, "RESET");
+    mig_bandwidth(t.qts, 0);
+    mig_wait_done(t.qts);
+    qtest_qmp_eventwait(d.qts, "RESUME");
+    g_assert_cmpuint(tm_stat(&t, "stored-pages"), ==, 0);
+    d.t = t;
+    d.t.qts = d.qts;
+    g_assert_cmpuint(tm_stat(&d.t, "stored-pages"), ==, 0);
+    g_assert_cmpuint(tm_stat(&d.t, "compressed-bytes"), ==, 0);
     free_pages(pages, MIG_PAGES);
     mig_dest_free(&d);
     tm_stop(&t);
@@ -2276,6 +2407,9 @@ static const struct {
     { "compact-auto", test_compact_auto },
     { "compact-limit", test_compact_limit },
     { "migrate", test_migrate, .iothread = true },
+    { "migrate-tcp", test_migrate_tcp },
+    { "migrate-postcopy", test_migrate_postcopy },
+    { "migrate-reset", test_migrate_reset, .iothread = true },
     { "migrate-file", test_migrate_file, .iothread = true },
     { "migrate-cancel", test_migrate_cancel, .iothread = true },
     { "migrate-slots", test_migrate_slots },
