@@ -14,7 +14,7 @@ packages() {
 	build) echo meson ninja-build pkg-config gcc libglib2.0-dev liblz4-dev \
 		libjson-glib-dev libvirt-dev libmicrohttpd-dev ;;
 	test) echo valgrind python3-prometheus-client tmux ;;
-	qemu) echo dpkg-dev libpixman-1-dev libfdt-dev zlib1g-dev python3-venv \
+	qemu) echo dpkg-dev libpixman-1-dev libfdt-dev zlib1g-dev python3-venv qemu-utils \
 		seabios qemu-system-data ipxe-qemu ccache ;;
 	guest) echo busybox-static cpio kmod python3 gcc libc6-dev make xz-utils \
 		dkms pahole mmdebstrap e2fsprogs ;;

@@ -476,6 +476,7 @@ typedef struct TestArg {
     int kind;               /* for test_bad_broken; PoolKind for pool tests */
     bool iothread;          /* serve the queue in an IOThread */
     bool pool;              /* a pool test: kind is a PoolKind */
+    bool snapshot;          /* a qcow2 disk for savevm/loadvm */
 } TestArg;
 
 /*
@@ -606,12 +607,40 @@ static void pool_before(GString *cmd_line, TestArg *ta)
     }
 }
 
+/*
+ * The disk of the snapshot test (savevm keeps the VM state in a qcow2
+ * image): made by the before hook with qemu-img (Debian's qemu-utils).
+ */
+static char *snapshot_disk;
+
+static void snapshot_before(GString *cmd_line)
+{
+    g_autofree char *dir = g_dir_make_tmp("vtmem-snap-XXXXXX", NULL);
+    char *argv[] = { (char *)"qemu-img", (char *)"create", (char *)"-q",
+                     (char *)"-f", (char *)"qcow2", NULL, (char *)"64M",
+                     NULL };
+    int status;
+
+    g_assert_nonnull(dir);
+    g_free(snapshot_disk);
+    snapshot_disk = g_build_filename(dir, "disk.qcow2", NULL);
+    argv[5] = snapshot_disk;
+    g_assert_true(g_spawn_sync(NULL, argv, NULL, G_SPAWN_SEARCH_PATH, NULL,
+                               NULL, NULL, NULL, &status, NULL));
+    g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    g_string_append_printf(cmd_line, " -drive file=%s,format=qcow2,if=none,"
+                           "id=snapdisk ", snapshot_disk);
+}
+
 static void *tmem_before(GString *cmd_line, void *arg)
 {
     TestArg *ta = arg;
 
     if (ta && ta->pool) {
         pool_before(cmd_line, ta);
+    }
+    if (ta && ta->snapshot) {
+        snapshot_before(cmd_line);
     }
 
     if (ta && ta->slots) {
@@ -2033,6 +2062,54 @@ static void test_migrate_file(void *obj, void *data, QGuestAllocator *alloc)
     rmdir(dir);
 }
 
+/* An HMP command that prints nothing (savevm and loadvm on success) */
+static void hmp_quiet(QTestState *qts, const char *cmd)
+{
+    g_autofree char *out = qtest_hmp(qts, "%s", cmd);
+
+    if (*out) {
+        g_test_message("%s: %s", cmd, out);
+    }
+    g_assert_cmpstr(out, ==, "");
+}
+
+/*
+ * An internal snapshot (savevm / loadvm, the VM state in the qcow2 disk):
+ * loadvm brings the store back as it was at savevm, byte for byte, in the
+ * same QEMU, whatever the guest changed in between; the device then
+ * serves requests. The test's driver state is put back with the guest
+ * RAM (the rings are in it).
+ */
+static void test_savevm(void *obj, void *data, QGuestAllocator *alloc)
+{
+    g_autofree uint8_t *late = make_page(6003);
+    g_autofree char *dir = g_path_get_dirname(snapshot_disk);
+    uint8_t *pages[MIG_PAGES];
+    QVirtQueue at_savevm;
+    Tm t;
+
+    tm_start(&t, obj, alloc);
+    mig_put_pages(&t, pages);
+    at_savevm = *t.vq;
+    hmp_quiet(t.qts, "savevm vtmem-snap");
+    g_assert_cmpuint(tm_put(&t, 7 * 2, late), ==, VIRTIO_TMEM_S_OK);
+    g_assert_cmpuint(tm_simple(&t, VIRTIO_TMEM_T_INVALIDATE, 7 * 5, 0), ==,
+                     VIRTIO_TMEM_S_OK);
+    g_assert_cmpuint(tm_put(&t, 1, late), ==, VIRTIO_TMEM_S_OK);
+    assert_slot(&t, 7 * 2, late);
+    hmp_quiet(t.qts, "loadvm vtmem-snap");
+    *t.vq = at_savevm;
+    assert_running(t.qts, true);
+    mig_check_pages(&t, pages);
+    g_assert_cmpuint(tm_stat(&t, "stored-pages"), ==, MIG_PAGES);
+    g_assert_cmpuint(tm_put(&t, 3, late), ==, VIRTIO_TMEM_S_OK);
+    assert_slot(&t, 3, late);
+    free_pages(pages, MIG_PAGES);
+    tm_stop(&t);
+    unlink(snapshot_disk);
+    rmdir(dir);
+}
+
 /* A cancelled migration leaves the source running with all its pages. */
 static void test_migrate_cancel(void *obj, void *data,
                                 QGuestAllocator *alloc)
@@ -2376,6 +2453,7 @@ static const struct {
     int kind;
     bool iothread;          /* also run with an IOThread */
     const char *slots;
+    bool snapshot;
 } tmem_tests[] = {
     { "config", test_config },
     { "put-get", test_put_get, .iothread = true },
@@ -2410,6 +2488,7 @@ static const struct {
     { "migrate-tcp", test_migrate_tcp },
     { "migrate-postcopy", test_migrate_postcopy },
     { "migrate-reset", test_migrate_reset, .iothread = true },
+    { "savevm", test_savevm, .iothread = true, .snapshot = true },
     { "migrate-file", test_migrate_file, .iothread = true },
     { "migrate-cancel", test_migrate_cancel, .iothread = true },
     { "migrate-slots", test_migrate_slots },
@@ -2443,6 +2522,7 @@ static void register_virtio_tmem_test(void)
             arg->slots = tmem_tests[i].slots;
             arg->kind = tmem_tests[i].kind;
             arg->iothread = io;
+            arg->snapshot = tmem_tests[i].snapshot;
             arg->pool = g_str_has_prefix(tmem_tests[i].name, "pool-");
             name = g_strdup_printf("%s%s", io ? "iothread-" : "",
                                    tmem_tests[i].name);
