@@ -10,7 +10,8 @@
 #   WORKDIR/src        QEMU source: hard-linked copy of the pristine tree in
 #                      the cache, plus our overlay files and edits
 #   WORKDIR/plain      build dir (qemu-system-x86_64, tests/qtest/qos-test)
-#   WORKDIR/sanitized  same with --enable-sanitizers (ASan + UBSan)
+#   WORKDIR/sanitized  same with ASan + UBSan (--enable-sanitizers; from
+#                      9.1 --enable-asan --enable-ubsan)
 # Environment: VTMEM_OUT_DIR (if set: symlinks there to the binaries:
 # qemu-system-x86_64, qos-test and, for the sanitized build,
 # qemu-system-x86_64-sanitized, qos-test-sanitized; for QEMU 10.0 the same
@@ -254,12 +255,19 @@ for v in $variants; do
 	b=$work/$v
 	case $v in
 	plain) extra="" ;;
-	sanitized) extra="--enable-sanitizers" ;;
+	sanitized)
+		# 9.1 split --enable-sanitizers into ASan and UBSan options.
+		case $series in
+		7.2) extra="--enable-sanitizers" ;;
+		*) extra="--enable-asan --enable-ubsan" ;;
+		esac
+		;;
 	*) echo "build-qemu.sh: unknown variant $v" >&2; exit 2 ;;
 	esac
 	if [ ! -f "$b/build.ninja" ]; then
 		rm -rf "$b"
 		mkdir -p "$b"
+		# shellcheck disable=SC2086 # $pyconf, $extra: options, one a word
 		(cd "$b" && "$src/configure" --target-list=x86_64-softmmu \
 			--without-default-features --enable-kvm --enable-tcg \
 			--enable-fdt=system --disable-docs --disable-werror \
