@@ -8,7 +8,7 @@ sync_host boot
 setup -b /dev/vda -s 512M
 # BG=0: no second workload (the live migration: see migrate.py)
 if [ "${BG:-1}" = 1 ]; then
-	workload bg 64 52 32M passes=3 &
+	workload bg 64 52 32M passes=2 &
 fi
 workload main 128 51 48M sync
 wait

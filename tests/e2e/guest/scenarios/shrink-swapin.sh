@@ -2,5 +2,5 @@
 # shellcheck shell=sh
 sync_host boot
 setup -b /dev/vda -s 768M
-workload main 192 81 48M sync passes=2
+workload main 192 81 48M sync
 end_and_stop

@@ -2,7 +2,7 @@
 # shellcheck shell=sh
 sync_host boot
 setup -b /dev/vda -s 768M
-workload hold 96 61 48M passes=6 &
-workload main 160 62 48M sync passes=2
+workload hold 96 61 48M passes=3 &
+workload main 160 62 48M sync
 wait
 end_and_stop

@@ -71,7 +71,9 @@ class SystemdGuest(Scenario):
             self.extra += ["-drive", "file=%s,format=raw,if=none,id=s%d,cache=unsafe%s"
                            % (path, i, opt),
                            "-device", "virtio-blk-pci,drive=s%d,serial=%s" % (i, serial)]
-        return os.path.join(d, "vmlinuz"), os.path.join(d, "initrd.img")
+        kernel = image.pvh_kernel(os.path.join(d, "vmlinuz"),
+                                  os.path.join(d, "vmlinux-pvh"))
+        return kernel, os.path.join(d, "initrd.img")
 
     def on_sync(self, g, run, name):
         if name == "written":
