@@ -4,7 +4,7 @@
 sync_host boot
 setup -b /dev/vda -s 512M
 stat_dump setup
-workload main 160 1 64M sync
+workload main 112 1 64M sync
 stat_dump after-exit
 sync_host after-exit
 vtmem-setup stop

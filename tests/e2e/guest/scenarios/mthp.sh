@@ -5,7 +5,7 @@ m=/sys/kernel/mm/transparent_hugepage
 echo never > $m/enabled
 echo always > $m/hugepages-64kB/enabled || echo "VTMEM-FAIL no 64 KiB mTHP"
 setup -b /dev/vda -s 512M
-workload main 160 5 64M thp sync
+workload main 112 5 64M thp sync
 stat_dump end
 for f in swpout swpin; do
 	[ -r $m/hugepages-64kB/stats/$f ] &&

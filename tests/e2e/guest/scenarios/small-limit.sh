@@ -2,6 +2,6 @@
 # shellcheck shell=sh
 sync_host boot
 setup -b /dev/vda -s 512M
-workload main 160 1 64M sync
+workload main 112 1 64M sync
 stat_dump end
 vtmem-setup stop

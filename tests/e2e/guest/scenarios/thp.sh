@@ -3,6 +3,6 @@
 sync_host boot
 echo always > /sys/kernel/mm/transparent_hugepage/enabled
 setup -b /dev/vda -s 512M
-workload main 160 5 64M thp sync
+workload main 112 5 64M thp sync
 stat_dump end
 vtmem-setup stop
