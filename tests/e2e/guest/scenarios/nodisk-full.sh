@@ -5,7 +5,7 @@
 sync_host boot
 setup -s 512M
 workload main 96 11 64M
-workload big 160 12 64M
+workload big 160 12 32M
 stat_dump end
 vtmem-setup stop
 stat_dump stopped
