@@ -58,7 +58,7 @@ class Fits(Scenario):
 
 class SmallLimit(Scenario):
     name = "small-limit"
-    tm = "limit=16M"
+    tm = "limit=8M"
 
     def check(self, run):
         result_ok(run, "main")
