@@ -2,5 +2,5 @@
 # shellcheck shell=sh
 sync_host boot
 setup -b /dev/vda -s 768M
-workload main 256 31 48M sync
+workload main 192 31 48M sync
 end_and_stop

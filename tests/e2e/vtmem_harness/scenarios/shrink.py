@@ -11,13 +11,13 @@ from ..runner import Scenario, wait_guest_stats, wait_held, wait_host
 
 
 class Shrink(Scenario):
-    """With pages on the host, the limit drops from 256 MiB to 32 MiB; the
+    """With pages on the host, the limit drops from 256 MiB to 24 MiB; the
     driver moves pages to its backing disk until the host holds at most
-    32 MiB; every byte still verifies."""
+    24 MiB; every byte still verifies."""
     name = "shrink"
     tm = "limit=256M"
     disk_mb = 512
-    target = 32 * MiB
+    target = 24 * MiB
     timeout = 300
 
     def on_sync(self, g, run, name):
