@@ -21,8 +21,12 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
 export QTEST_QEMU_BINARY="$qemu"
-export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
-export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"
+here=$(cd "$(dirname "$0")" && pwd)
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:suppressions=$here/qemu-ubsan.supp}"
+# Whole malloc stacks (glib has no frame pointers): suppressions match
+# on the frames past g_malloc.
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:fast_unwind_on_malloc=0}"
+export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$here/qemu-lsan.supp}"
 "$qos" -p "$path" >"$log" 2>&1
 rc=$?
 cat "$log"

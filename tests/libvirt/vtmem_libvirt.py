@@ -607,10 +607,18 @@ def build_guests(args, env):
     shutil.copy(vmlinuz_src, vmlinuz)
     wrapper = os.path.join(work, "qemu-wrapper")
     shutil.copy(os.path.join(HERE, "qemu-wrapper.sh"), work)
+    # The sanitizers' suppressions (QEMU's own reports, the e2e harness's
+    # machine.SANITIZER_ENV), where the domains' user can read them.
+    env_vars = ""
+    for var, value in machine.SANITIZER_ENV.items():
+        supp = value.split("=", 1)[1]
+        shutil.copy(supp, work)
+        env_vars += "%s=suppressions=%s " % (
+            var, shlex.quote(os.path.join(work, os.path.basename(supp))))
     qemu = os.path.realpath(args.qemu)
     with open(wrapper, "w") as f:
-        f.write("#!/bin/sh\nVTMEM_QEMU_BIN=%s VTMEM_PROBE_NOFORK=%d exec %s \"$@\"\n"
-                % (shlex.quote(qemu), "/sanitized/" in qemu,
+        f.write("#!/bin/sh\n%sVTMEM_QEMU_BIN=%s VTMEM_PROBE_NOFORK=%d exec %s \"$@\"\n"
+                % (env_vars, shlex.quote(qemu), "/sanitized/" in qemu,
                    shlex.quote(os.path.join(work, "qemu-wrapper.sh"))))
     os.chmod(wrapper, 0o755)
     pool_dir = os.path.dirname(env.sock)

@@ -19,6 +19,14 @@ from .qmp import Monitor
 
 QEMU_BAD = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|"
                       r"runtime error:|Assertion .* failed|core dumped")
+# Reports in QEMU's own code that a sanitized QEMU's runs ignore (the
+# files say which and why).
+SUPPRESSIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.dirname(os.path.abspath(__file__))))), "qemu-device")
+SANITIZER_ENV = {
+    "UBSAN_OPTIONS": "suppressions=" + os.path.join(SUPPRESSIONS, "qemu-ubsan.supp"),
+    "LSAN_OPTIONS": "suppressions=" + os.path.join(SUPPRESSIONS, "qemu-lsan.supp"),
+}
 KERNEL_CMDLINE = ("console=ttyS0 rdinit=/init panic=-1 random.trust_cpu=on "
                   "transparent_hugepage=madvise zswap.enabled=0")
 FIRMWARE_DIRS = ["/usr/share/seabios", "/usr/share/qemu", "/usr/lib/ipxe/qemu"]
@@ -61,7 +69,8 @@ class Guest:
         self.stderr = open(self.stderr_path, "w")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE,
-                                     stderr=self.stderr)
+                                     stderr=self.stderr,
+                                     env=dict(SANITIZER_ENV, **os.environ))
         self.reader = threading.Thread(target=self._reader, daemon=True)
         self.reader.start()
         try:
