@@ -76,6 +76,17 @@ def has_pvh_entry(elf):
     return False
 
 
+# The bzImage each unpacked kernel came from (pvh_kernel's out -> vmlinuz).
+BZIMAGES = {}
+
+
+def bzimage(kernel):
+    """The bzImage of a kernel pvh_kernel unpacked (else kernel itself):
+    for the boots that must go through the firmware and the kernel's own
+    setup (S3 resume: a PVH-booted guest does not come back from it)."""
+    return BZIMAGES.get(kernel, kernel)
+
+
 def pvh_kernel(vmlinuz, out):
     """The kernel to boot: out, the uncompressed ELF of the bzImage vmlinuz
     (unpacked once, then cached), when it has a PVH entry (Debian's
@@ -83,6 +94,7 @@ def pvh_kernel(vmlinuz, out):
     its decompressor: under TCG, unpacking 6.1's xz payload took most of
     the time to /init (a 6.1 boot to /init: ~3x faster)."""
     if os.path.exists(out):
+        BZIMAGES[out] = vmlinuz
         return out
     with open(vmlinuz, "rb") as f:
         bz = f.read()
@@ -105,6 +117,7 @@ def pvh_kernel(vmlinuz, out):
     with open(tmp, "wb") as f:
         f.write(got.stdout)
     os.replace(tmp, out)                # parallel runs: whole files only
+    BZIMAGES[out] = vmlinuz
     return out
 
 
