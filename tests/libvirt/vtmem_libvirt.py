@@ -608,10 +608,9 @@ def build_guests(args, env):
     wrapper = os.path.join(work, "qemu-wrapper")
     shutil.copy(os.path.join(HERE, "qemu-wrapper.sh"), work)
     # The sanitizers' suppressions (QEMU's own reports, the e2e harness's
-    # machine.SANITIZER_ENV), where the domains' user can read them.
+    # machine.SANITIZER_SUPPRESSIONS), where the domains' user can read them.
     env_vars = ""
-    for var, value in machine.SANITIZER_ENV.items():
-        supp = value.split("=", 1)[1]
+    for var, supp in machine.SANITIZER_SUPPRESSIONS.items():
         shutil.copy(supp, work)
         env_vars += "%s=suppressions=%s " % (
             var, shlex.quote(os.path.join(work, os.path.basename(supp))))

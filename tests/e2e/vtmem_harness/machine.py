@@ -23,10 +23,12 @@ QEMU_BAD = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|"
 # files say which and why).
 SUPPRESSIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.dirname(os.path.abspath(__file__))))), "qemu-device")
-SANITIZER_ENV = {
-    "UBSAN_OPTIONS": "suppressions=" + os.path.join(SUPPRESSIONS, "qemu-ubsan.supp"),
-    "LSAN_OPTIONS": "suppressions=" + os.path.join(SUPPRESSIONS, "qemu-lsan.supp"),
+SANITIZER_SUPPRESSIONS = {
+    "UBSAN_OPTIONS": os.path.join(SUPPRESSIONS, "qemu-ubsan.supp"),
+    "LSAN_OPTIONS": os.path.join(SUPPRESSIONS, "qemu-lsan.supp"),
 }
+SANITIZER_ENV = {var: "suppressions=" + path
+                 for var, path in SANITIZER_SUPPRESSIONS.items()}
 KERNEL_CMDLINE = ("console=ttyS0 rdinit=/init panic=-1 random.trust_cpu=on "
                   "transparent_hugepage=madvise zswap.enabled=0")
 FIRMWARE_DIRS = ["/usr/share/seabios", "/usr/share/qemu", "/usr/lib/ipxe/qemu"]
