@@ -28,6 +28,9 @@ for t in libvirtd virsh tini "$qemu" "$vtmemd" "$vtmemctl"; do
 	command -v "$t" >/dev/null 2>&1 || { echo "SKIP: $t missing"; exit 77; }
 done
 [ "$(id -u)" = 0 ] || { echo "SKIP: needs root (creates user $user)"; exit 77; }
+# One libvirt test at a time (vtmem_libvirt.py: LOCK).
+exec 9>/run/lock/vtmem-libvirt-tests.lock
+flock 9
 id "$user" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$user"
 # libvirtd wants this user to exist even when it is not used.
 id libvirt-qemu >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin libvirt-qemu

@@ -45,6 +45,7 @@ once for other domains); its output goes to WORKDIR/hook.log.
 """
 
 import argparse
+import fcntl
 import json
 import os
 import pwd
@@ -78,6 +79,10 @@ HOOK = os.path.join(HOOK_DIR, "qemu")
 HOOK_SAVED = HOOK + ".vtmem-e2e-saved"  # an existing hook, while we run
 HOOK_MARK = "# vtmem libvirt-e2e test hook"
 DOM_PREFIX = "vtmem-lv-"             # the hook acts on these domains only
+# Held for the whole run by every libvirt test (this one with each QEMU,
+# libvirt-smoke.sh): they share the hook file and create system users, so
+# they run one at a time, while other suites run beside them.
+LOCK = "/run/lock/vtmem-libvirt-tests.lock"
 VMS = {
     "a": {"name": "vtmem-lv-a", "uuid": "5b0e6a52-7c1d-4e2b-9a51-0a1b2c3d4e01",
           "seed": 31},
@@ -933,6 +938,11 @@ def main():
         if not shutil.which(tool):
             print("SKIP: %s not installed" % tool)
             return 77
+    lock = open(LOCK, "w")  # held until the process exits
+    t_lock = time.time()
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if time.time() - t_lock > 1:
+        log("waited %.0f s for %s" % (time.time() - t_lock, LOCK))
     user = os.environ.get("VTMEM_LIBVIRT_USER", "vtmem-e2e")
     for u in (user, "libvirt-qemu"):  # libvirtd wants libvirt-qemu to exist
         try:
