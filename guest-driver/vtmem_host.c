@@ -75,6 +75,7 @@ static int vt_vq_add_locked(struct vtmem_host *h, struct vtmem_req *req,
 {
 	struct scatterlist hdr, resp, *sgs[3];
 	unsigned int n = 0, nout, nin;
+	bool drained = false;
 	int ret;
 
 	if (!h->ready)
@@ -96,13 +97,21 @@ static int vt_vq_add_locked(struct vtmem_host *h, struct vtmem_req *req,
 	}
 	if (ret)
 		return ret;
-	virtqueue_kick(h->vq);
 	/*
-	 * A device that serves the notification synchronously (QEMU with
-	 * ioeventfd=off) has completed the request already: no need to
-	 * sleep until the interrupt.
+	 * A device that serves the notification synchronously (QEMU under
+	 * TCG or with ioeventfd=off) has completed the request when the kick
+	 * returns: take it from the used ring at once, and keep the device
+	 * from sending an interrupt that would find the ring empty (one per
+	 * request otherwise). Callbacks are on again before h->lock is
+	 * released, so a request completed later still interrupts.
 	 */
-	if (vt_vq_drain_locked(h))
+	virtqueue_disable_cb(h->vq);
+	virtqueue_kick(h->vq);
+	do {
+		if (vt_vq_drain_locked(h))
+			drained = true;
+	} while (!virtqueue_enable_cb(h->vq));
+	if (drained)
 		wake_up_all(&h->space_wq);
 	return 0;
 }
