@@ -3,7 +3,8 @@
 # Run one virtio-tmem qtest through QEMU's qos-test.
 # Usage: run-qtest.sh QOS_TEST QEMU_BINARY TEST
 #   TEST: a test of the virtio-tmem interface (e.g. put-get), one of the
-#   virtio-tmem-iothread interface (iothread-put-get), or a path below the
+#   virtio-tmem-iothread interface (iothread-put-get) or of the
+#   virtio-tmem-ioeventfd interface (ioeventfd-put-get), or a path below the
 #   virtio-tmem-pci node (e.g. virtio-tmem-pci-tests/hotplug)
 # Fails if the test fails, if no test ran, or if ASan/UBSan/LSan reported
 # anything (from qos-test or from the QEMU it started).
@@ -15,6 +16,7 @@ node=/x86_64/pc/i440FX-pcihost/pci-bus-pc/pci-bus/virtio-tmem-pci
 case $name in
 */*) path=$node/$name ;;
 iothread-*) path=$node/virtio-tmem-iothread/virtio-tmem-iothread-tests/$name ;;
+ioeventfd-*) path=$node/virtio-tmem-ioeventfd/virtio-tmem-ioeventfd-tests/$name ;;
 *) path=$node/virtio-tmem/virtio-tmem-tests/$name ;;
 esac
 log=$(mktemp)

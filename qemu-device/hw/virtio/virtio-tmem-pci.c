@@ -30,11 +30,12 @@ DECLARE_INSTANCE_CHECKER(VirtIOTmemPCI, VIRTIO_TMEM_PCI,
 struct VirtIOTmemPCI {
     VirtIOPCIProxy parent_obj;
     VirtIOTmem vdev;
+    OnOffAuto ioeventfd;
 };
 
 static VTMEM_PROPERTY_CONST Property virtio_tmem_pci_properties[] = {
-    DEFINE_PROP_BIT("ioeventfd", VirtIOPCIProxy, flags,
-                    VIRTIO_PCI_FLAG_USE_IOEVENTFD_BIT, true),
+    DEFINE_PROP_ON_OFF_AUTO("ioeventfd", VirtIOTmemPCI, ioeventfd,
+                            ON_OFF_AUTO_AUTO),
     DEFINE_PROP_UINT32("vectors", VirtIOPCIProxy, nvectors,
                        DEV_NVECTORS_UNSPECIFIED),
     VTMEM_PROPERTIES_END
@@ -45,6 +46,22 @@ static void virtio_tmem_pci_realize(VirtIOPCIProxy *vpci_dev, Error **errp)
     VirtIOTmemPCI *dev = VIRTIO_TMEM_PCI(vpci_dev);
     DeviceState *vdev = DEVICE(&dev->vdev);
 
+    /*
+     * ioeventfd=auto: on with KVM or an IOThread, off otherwise. The
+     * guest waits for every request (a swap-out or swap-in in progress).
+     * Under TCG ioeventfd is emulated: each request becomes a hand-off to
+     * the main loop, a halted vCPU and an interrupt. Served in the vCPU
+     * thread instead, the answer is in the used ring when the kick
+     * returns and the driver takes it without an interrupt
+     * (docs/benchmarks.md: the figures). An IOThread needs the host
+     * notifier. virtio_pci_realize() may have cleared the flag already
+     * (KVM without enough ioeventfds, record/replay).
+     */
+    if (dev->ioeventfd == ON_OFF_AUTO_OFF ||
+        (dev->ioeventfd == ON_OFF_AUTO_AUTO && !kvm_enabled() &&
+         !dev->vdev.iothread)) {
+        vpci_dev->flags &= ~VIRTIO_PCI_FLAG_USE_IOEVENTFD;
+    }
     if (vpci_dev->nvectors == DEV_NVECTORS_UNSPECIFIED) {
         /* One for the request queue, one for configuration changes. */
         vpci_dev->nvectors = 2;
@@ -75,6 +92,8 @@ static void virtio_tmem_pci_instance_init(Object *obj)
 {
     VirtIOTmemPCI *dev = VIRTIO_TMEM_PCI(obj);
 
+    /* Before virtio_pci_realize(), which may clear it (see realize). */
+    dev->parent_obj.flags |= VIRTIO_PCI_FLAG_USE_IOEVENTFD;
     virtio_instance_init_common(obj, &dev->vdev, sizeof(dev->vdev),
                                 TYPE_VIRTIO_TMEM);
     virtio_tmem_add_aliases(obj, OBJECT(&dev->vdev));

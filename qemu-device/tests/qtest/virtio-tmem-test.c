@@ -36,8 +36,9 @@
 
 /*
  * libqos graph nodes: virtio-tmem-pci produces the "virtio-tmem" interface,
- * and "virtio-tmem-iothread" for the tests run with an IOThread (the
- * graph walk's stack holds 64 entries: one interface cannot carry them all)
+ * "virtio-tmem-iothread" for the tests run with an IOThread and
+ * "virtio-tmem-ioeventfd" for those run with ioeventfd=on (the graph
+ * walk's stack holds 64 entries: one interface cannot carry them all)
  */
 typedef struct QVirtioTmem {
     QVirtioDevice *vdev;
@@ -56,7 +57,8 @@ static void *qvirtio_tmem_pci_get_driver(void *object, const char *interface)
         return v->pci_vdev.pdev;
     }
     if (!g_strcmp0(interface, "virtio-tmem") ||
-        !g_strcmp0(interface, "virtio-tmem-iothread")) {
+        !g_strcmp0(interface, "virtio-tmem-iothread") ||
+        !g_strcmp0(interface, "virtio-tmem-ioeventfd")) {
         return &v->tmem;
     }
     if (!g_strcmp0(interface, "virtio")) {
@@ -94,6 +96,7 @@ static void virtio_tmem_register_nodes(void)
     qos_node_produces("virtio-tmem-pci", "virtio");
     qos_node_produces("virtio-tmem-pci", "virtio-tmem");
     qos_node_produces("virtio-tmem-pci", "virtio-tmem-iothread");
+    qos_node_produces("virtio-tmem-pci", "virtio-tmem-ioeventfd");
 }
 
 libqos_init(virtio_tmem_register_nodes);
@@ -475,6 +478,7 @@ typedef struct TestArg {
     const char *slots;      /* -global virtio-tmem-device.slots, or NULL */
     int kind;               /* for test_bad_broken; PoolKind for pool tests */
     bool iothread;          /* serve the queue in an IOThread */
+    bool ioeventfd;         /* ioeventfd=on: kicks served by the main loop */
     bool pool;              /* a pool test: kind is a PoolKind */
     bool snapshot;          /* a qcow2 disk for savevm/loadvm */
 } TestArg;
@@ -660,6 +664,13 @@ static void *tmem_before(GString *cmd_line, void *arg)
     if (ta && ta->iothread) {
         g_string_append(cmd_line, " -object iothread,id=tmemio"
                         " -global virtio-tmem-device.iothread=tmemio ");
+    }
+    /*
+     * Without KVM or an IOThread, ioeventfd defaults to off (kicks served
+     * in the vCPU thread); on, as with KVM, the main loop serves them.
+     */
+    if (ta && ta->ioeventfd) {
+        g_string_append(cmd_line, " -global virtio-tmem-pci.ioeventfd=on ");
     }
     return arg;
 }
@@ -2458,20 +2469,22 @@ static const struct {
     int kind;
     bool iothread;          /* also run with an IOThread */
     const char *slots;
+    bool ioeventfd;         /* also run with ioeventfd=on */
     bool snapshot;
 } tmem_tests[] = {
     { "config", test_config },
-    { "put-get", test_put_get, .iothread = true },
+    { "put-get", test_put_get, .iothread = true, .ioeventfd = true },
     { "invalidate", test_invalidate },
     { "invalidate-range", test_invalidate_range },
     { "invalidate-all", test_invalidate_all },
     { "invalidate-batch", test_invalidate_batch, .iothread = true },
-    { "batching-order", test_batching_order, .iothread = true },
+    { "batching-order", test_batching_order, .iothread = true,
+      .ioeventfd = true },
     { "framing", test_framing },
     { "limit", test_limit, "128K", .iothread = true },
     { "runtime-limit", test_runtime_limit, .iothread = true },
-    { "reset", test_reset, .iothread = true },
-    { "bad-status", test_bad_status, .iothread = true },
+    { "reset", test_reset, .iothread = true, .ioeventfd = true },
+    { "bad-status", test_bad_status, .iothread = true, .ioeventfd = true },
     { "bad-short-header", test_bad_short_header },
     { "bad-no-response", test_bad_broken, NULL, BROKEN_NO_RESP, true },
     { "bad-only-out", test_bad_broken, NULL, BROKEN_ONLY_OUT },
@@ -2489,7 +2502,7 @@ static const struct {
     { "compact", test_compact, .iothread = true },
     { "compact-auto", test_compact_auto },
     { "compact-limit", test_compact_limit },
-    { "migrate", test_migrate, .iothread = true },
+    { "migrate", test_migrate, .iothread = true, .ioeventfd = true },
     { "migrate-tcp", test_migrate_tcp },
     { "migrate-postcopy", test_migrate_postcopy },
     { "migrate-reset", test_migrate_reset, .iothread = true },
@@ -2507,32 +2520,43 @@ static const struct {
     { "pool-late", test_pool_late, NULL, POOL_LATE },
 };
 
-/* The arguments of the tests: [iothread][test] */
-static TestArg tmem_test_args[2][G_N_ELEMENTS(tmem_tests)];
+/* How the queue is served: a test name prefix and graph interface each */
+enum { SERVE_DEFAULT, SERVE_IOTHREAD, SERVE_IOEVENTFD, SERVE_MODES };
+static const char *const serve_prefix[SERVE_MODES] = {
+    "", "iothread-", "ioeventfd-",
+};
+static const char *const serve_interface[SERVE_MODES] = {
+    "virtio-tmem", "virtio-tmem-iothread", "virtio-tmem-ioeventfd",
+};
+
+/* The arguments of the tests: [serve mode][test] */
+static TestArg tmem_test_args[SERVE_MODES][G_N_ELEMENTS(tmem_tests)];
 
 static void register_virtio_tmem_test(void)
 {
-    int io, i;
+    int mode, i;
 
-    for (io = 0; io < 2; io++) {
+    for (mode = 0; mode < SERVE_MODES; mode++) {
         for (i = 0; i < G_N_ELEMENTS(tmem_tests); i++) {
-            TestArg *arg = &tmem_test_args[io][i];
+            TestArg *arg = &tmem_test_args[mode][i];
             QOSGraphTestOptions opts = { .before = tmem_before, .arg = arg };
             g_autofree char *name = NULL;
 
-            if (io && !tmem_tests[i].iothread) {
+            if ((mode == SERVE_IOTHREAD && !tmem_tests[i].iothread) ||
+                (mode == SERVE_IOEVENTFD && !tmem_tests[i].ioeventfd)) {
                 continue;
             }
             arg->limit = tmem_tests[i].limit;
             arg->slots = tmem_tests[i].slots;
             arg->kind = tmem_tests[i].kind;
-            arg->iothread = io;
+            arg->iothread = mode == SERVE_IOTHREAD;
+            arg->ioeventfd = mode == SERVE_IOEVENTFD;
             arg->snapshot = tmem_tests[i].snapshot;
             arg->pool = g_str_has_prefix(tmem_tests[i].name, "pool-");
-            name = g_strdup_printf("%s%s", io ? "iothread-" : "",
+            name = g_strdup_printf("%s%s", serve_prefix[mode],
                                    tmem_tests[i].name);
-            qos_add_test(name, io ? "virtio-tmem-iothread" : "virtio-tmem",
-                         tmem_tests[i].fn, &opts);
+            qos_add_test(name, serve_interface[mode], tmem_tests[i].fn,
+                         &opts);
         }
     }
     qos_add_test("hotplug", "virtio-tmem-pci", test_hotplug, NULL);

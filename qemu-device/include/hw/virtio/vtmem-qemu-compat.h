@@ -57,10 +57,12 @@
 /* 10.0: include/sysemu/ became include/system/ */
 #if VTMEM_QEMU_AT_LEAST(10, 0)
 #include "system/iothread.h"
+#include "system/kvm.h"
 #include "system/runstate.h"
 #include "system/system.h"
 #else
 #include "sysemu/iothread.h"
+#include "sysemu/kvm.h"
 #include "sysemu/runstate.h"
 #include "sysemu/sysemu.h"
 #endif
