@@ -34,6 +34,10 @@ stat_dump() {
 		vtmem-setup stats | sed "s/^/VTMEM-STAT $1 /"
 	fi
 	sed -n 's/^\(pswpin\|pswpout\|thp_swpout\|thp_swpout_fallback\|oom_kill\) \(.*\)/VTMEM-STAT '"$1"' vm_\1 \2/p' /proc/vmstat
+	# Interrupts of the device's virtqueue ("requests"), all CPUs.
+	awk -v t="$1" '$NF ~ /^virtio[0-9]+-requests$/ {
+		for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) n += $i
+		print "VTMEM-STAT " t " irq_requests " n }' /proc/interrupts
 }
 
 # workload TAG MIB SEED MEMMAX [swapverify args]: swapverify in a cgroup

@@ -40,6 +40,7 @@ class Guest:
     def __init__(self, args, workdir, vmlinuz, initrd, tm=None, disks=(),
                  mem="256M", reboot=False, accel="tcg", extra=(), append=""):
         self.workdir = workdir
+        self.accel = accel
         self.qmp_path = os.path.join(workdir, "qmp-%d.sock" % os.getpid())
         if os.path.exists(self.qmp_path):
             os.unlink(self.qmp_path)
