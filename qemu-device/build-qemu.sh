@@ -33,6 +33,10 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
 [ $# -ge 1 ] || { echo "usage: $0 WORKDIR [plain] [sanitized]" >&2; exit 2; }
+mkdir -p "$1"
+work=$(cd "$1" && pwd)
+shift
+variants=${*:-plain}
 cache=${VTMEM_CACHE:-$HOME/.cache/vtmem}
 series=${VTMEM_QEMU_SERIES:-7.2}
 case $series in
@@ -40,27 +44,6 @@ case $series in
 10.0) srcroot=$cache/qemu-src-10.0 ;;
 *) echo "build-qemu.sh: unknown VTMEM_QEMU_SERIES '$series' (7.2, 10.0)" >&2; exit 2 ;;
 esac
-# The build trees live in the cache, one per series, and WORKDIR links
-# there: a fresh clone (CI) then rebuilds only what its overlay changes
-# instead of all of QEMU, even with a warm ccache ~2,000 steps.
-# VTMEM_QEMU_BUILD_CACHE= (empty) keeps them in WORKDIR.
-shared=${VTMEM_QEMU_BUILD_CACHE-$cache/qemu-build}
-if [ -n "$shared" ]; then
-	mkdir -p "$shared/$series"
-	target=$(cd "$shared/$series" && pwd -P)
-	if [ "$(readlink "$1" 2>/dev/null)" != "$target" ]; then
-		rm -rf "$1"
-		mkdir -p "$(dirname "$1")"
-		ln -s "$target" "$1"
-	fi
-fi
-mkdir -p "$1"
-work=$(cd "$1" && pwd -P)
-shift
-variants=${*:-plain}
-# One build at a time per tree (two clones may share it).
-exec 8>"$work/.build-lock"
-flock 8
 jobs=${VTMEM_JOBS:-$(nproc)}
 # The page store sources (VTMEM_STORE_DIR only to try another store).
 store=${VTMEM_STORE_DIR:-$top/host-pool/store}
@@ -281,21 +264,18 @@ for v in $variants; do
 		;;
 	*) echo "build-qemu.sh: unknown variant $v" >&2; exit 2 ;;
 	esac
-	confargs="--target-list=x86_64-softmmu --without-default-features
-		--enable-kvm --enable-tcg --enable-fdt=system --disable-docs
-		--disable-werror --disable-install-blobs $pyconf $extra"
-	# Configured once; again only when these options change.
-	if [ ! -f "$b/build.ninja" ] ||
-	   [ "$(cat "$b/.vtmem-configure" 2>/dev/null)" != "$confargs" ]; then
+	if [ ! -f "$b/build.ninja" ]; then
 		rm -rf "$b"
 		mkdir -p "$b"
-		# shellcheck disable=SC2086 # options, one a word
-		(cd "$b" && "$src/configure" $confargs) >"$work/configure-$v.log" 2>&1 || {
+		# shellcheck disable=SC2086 # $pyconf, $extra: options, one a word
+		(cd "$b" && "$src/configure" --target-list=x86_64-softmmu \
+			--without-default-features --enable-kvm --enable-tcg \
+			--enable-fdt=system --disable-docs --disable-werror \
+			--disable-install-blobs $pyconf $extra) >"$work/configure-$v.log" 2>&1 || {
 			tail -n 30 "$work/configure-$v.log" >&2
 			rm -f "$b/build.ninja"
 			exit 1
 		}
-		printf '%s' "$confargs" >"$b/.vtmem-configure"
 	fi
 	ninja -C "$b" -j "$jobs" qemu-system-x86_64 tests/qtest/qos-test
 	# Firmware from Debian's packages where the binary in the build dir
