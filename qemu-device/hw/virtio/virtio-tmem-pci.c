@@ -53,8 +53,8 @@ static void virtio_tmem_pci_realize(VirtIOPCIProxy *vpci_dev, Error **errp)
      * the main loop, a halted vCPU and an interrupt. Served in the vCPU
      * thread instead, the answer is in the used ring when the kick
      * returns and the driver takes it without an interrupt
-     * (docs/benchmarks.md: the figures). An IOThread needs the host
-     * notifier. virtio_pci_realize() may have cleared the flag already
+     * (docs/virtio-tmem.md, section 7: the figures). An IOThread needs
+     * the host notifier. virtio_pci_realize() may have cleared the flag already
      * (KVM without enough ioeventfds, record/replay).
      */
     if (dev->ioeventfd == ON_OFF_AUTO_OFF ||
